@@ -1,0 +1,419 @@
+//! compile(): every UploadPolicy (+ the Secrets they name) -> one ProxyConfig.
+//!
+//! ```text
+//!   policies, sorted oldest first (creationTimestamp, then namespace/name)
+//!     -> validate spec            (Invalid: the first problem, in words)
+//!     -> resolve Secrets          (SecretNotFound; API keys hashed here)
+//!     -> claim (hosts, prefix)    (Conflicted: an older policy holds it)
+//!     -> Route
+//! ```
+//!
+//! A bad policy only ever affects its own outcome: the others compile as if it
+//! were absent. Order by age makes conflicts stable: adding a policy can never
+//! take a route away from one that already had it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Backend, JwtRule, ProxyConfig, Route, RouteAuth, Spool, UploadRules};
+use crate::crd::{BackendSpec, UploadPolicy, UploadPolicySpec};
+use crate::quantity::parse_bytes;
+
+/// Used when a policy omits `upload.maxFileSize`.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 30;
+/// Used when a policy omits `upload.maxFiles`.
+pub const DEFAULT_MAX_FILES: u32 = 10;
+
+/// `namespace/name`.
+pub type PolicyKey = String;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Invalid(String),
+    /// Holds the key of the older policy that owns the route.
+    Conflicted(PolicyKey),
+    SecretNotFound(String),
+}
+
+impl Outcome {
+    /// The `Accepted` condition's reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Outcome::Accepted => "Accepted",
+            Outcome::Invalid(_) => "Invalid",
+            Outcome::Conflicted(_) => "Conflicted",
+            Outcome::SecretNotFound(_) => "SecretNotFound",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Outcome::Accepted => "policy compiled into the proxy configuration".into(),
+            Outcome::Invalid(m) => m.clone(),
+            Outcome::Conflicted(by) => {
+                format!("an older policy, {by}, already claims the same host and path prefix")
+            }
+            Outcome::SecretNotFound(m) => m.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compiled {
+    pub config: ProxyConfig,
+    pub outcomes: BTreeMap<PolicyKey, Outcome>,
+}
+
+pub fn key_of(p: &UploadPolicy) -> PolicyKey {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or("default"),
+        p.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+pub fn compile(policies: &[UploadPolicy], secrets: &[Secret]) -> Compiled {
+    let mut ordered: Vec<&UploadPolicy> = policies.iter().collect();
+    ordered.sort_by(|a, b| {
+        let ta = a.metadata.creation_timestamp.as_ref().map(|t| &t.0);
+        let tb = b.metadata.creation_timestamp.as_ref().map(|t| &t.0);
+        ta.cmp(&tb).then_with(|| key_of(a).cmp(&key_of(b)))
+    });
+
+    let mut routes: Vec<Route> = Vec::new();
+    let mut outcomes = BTreeMap::new();
+    for p in ordered {
+        let key = key_of(p);
+        let outcome = match compile_one(p, secrets) {
+            Err(o) => o,
+            Ok(route) => match routes.iter().find(|r| claims_overlap(r, &route)) {
+                Some(owner) => Outcome::Conflicted(owner.policy.clone()),
+                None => {
+                    routes.push(route);
+                    Outcome::Accepted
+                }
+            },
+        };
+        outcomes.insert(key, outcome);
+    }
+    Compiled {
+        config: ProxyConfig::new(routes),
+        outcomes,
+    }
+}
+
+/// Same prefix and at least one host in common (an empty host list is every host).
+fn claims_overlap(a: &Route, b: &Route) -> bool {
+    a.path_prefix == b.path_prefix
+        && (a.hosts.is_empty() && b.hosts.is_empty() || a.hosts.iter().any(|h| b.hosts.contains(h)))
+}
+
+fn compile_one(p: &UploadPolicy, secrets: &[Secret]) -> Result<Route, Outcome> {
+    let spec = &p.spec;
+    validate(spec).map_err(Outcome::Invalid)?;
+    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+    let secret = |name: &str| -> Result<BTreeMap<String, Vec<u8>>, Outcome> {
+        secrets
+            .iter()
+            .find(|s| {
+                s.metadata.name.as_deref() == Some(name)
+                    && s.metadata.namespace.as_deref().unwrap_or("default") == ns
+            })
+            .map(secret_data)
+            .ok_or_else(|| Outcome::SecretNotFound(format!("Secret {ns}/{name} not found")))
+    };
+
+    let u = &spec.upload;
+    let upload = UploadRules {
+        max_file_size: match &u.max_file_size {
+            Some(q) => {
+                parse_bytes(q).map_err(|e| Outcome::Invalid(format!("upload.maxFileSize: {e}")))?
+            }
+            None => DEFAULT_MAX_FILE_SIZE,
+        },
+        max_files: u.max_files.unwrap_or(DEFAULT_MAX_FILES),
+        allowed_types: u
+            .allowed_types
+            .iter()
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect(),
+        allowed_extensions: u
+            .allowed_extensions
+            .iter()
+            .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
+            .collect(),
+        verify_content: u.verify_content,
+        naming: u.naming,
+        checksum: u.checksum,
+    };
+
+    let backend = compile_backend(&spec.backend, &secret)?;
+
+    let auth = match &spec.auth {
+        None => None,
+        Some(a) => {
+            let mut out = RouteAuth::default();
+            if let Some(k) = &a.api_keys {
+                let data = secret(&k.secret_ref.name)?;
+                out.api_key_sha256 = data
+                    .values()
+                    .map(|v| trim_ascii(v))
+                    .filter(|v| !v.is_empty())
+                    .map(|v| hex::encode(Sha256::digest(v)))
+                    .collect();
+                out.api_key_sha256.sort();
+                out.api_key_sha256.dedup();
+                if out.api_key_sha256.is_empty() {
+                    return Err(Outcome::Invalid(format!(
+                        "auth.apiKeys: Secret {ns}/{} holds no keys",
+                        k.secret_ref.name
+                    )));
+                }
+            }
+            if let Some(j) = &a.jwt {
+                let r = &j.public_key_secret_ref;
+                let data = secret(&r.name)?;
+                let pem = data.get(&r.key).ok_or_else(|| {
+                    Outcome::SecretNotFound(format!(
+                        "Secret {ns}/{} has no key {:?}",
+                        r.name, r.key
+                    ))
+                })?;
+                let pem = String::from_utf8(pem.clone())
+                    .ok()
+                    .filter(|p| p.contains("-----BEGIN ") && p.contains("PUBLIC KEY-----"))
+                    .ok_or_else(|| {
+                        Outcome::Invalid(format!(
+                            "auth.jwt: {}/{} is not a PEM public key",
+                            r.name, r.key
+                        ))
+                    })?;
+                out.jwt = Some(JwtRule {
+                    issuer: j.issuer.clone(),
+                    audiences: j.audiences.clone(),
+                    public_key_pem: pem,
+                });
+            }
+            Some(out)
+        }
+    };
+
+    Ok(Route {
+        policy: key_of(p),
+        generation: p.metadata.generation.unwrap_or(0),
+        hosts: spec.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        path_prefix: spec.path_prefix.clone(),
+        backend,
+        upload,
+        download_enabled: spec.download.enabled,
+        auth,
+    })
+}
+
+/// A Secret's data by name, or the outcome that explains why there is none.
+type SecretLookup<'a> = dyn Fn(&str) -> Result<BTreeMap<String, Vec<u8>>, Outcome> + 'a;
+
+fn compile_backend(b: &BackendSpec, secret: &SecretLookup<'_>) -> Result<Backend, Outcome> {
+    if let Some(fs) = &b.fs {
+        return Ok(Backend::Fs {
+            root: fs.root.clone(),
+        });
+    }
+    if let Some(h) = &b.http {
+        let spool = match &h.spool {
+            None => None,
+            Some(s) => Some(Spool {
+                memory: parse_bytes(&s.memory)
+                    .map_err(|e| Outcome::Invalid(format!("backend.http.spool.memory: {e}")))?,
+                disk: parse_bytes(&s.disk)
+                    .map_err(|e| Outcome::Invalid(format!("backend.http.spool.disk: {e}")))?,
+            }),
+        };
+        return Ok(Backend::Http {
+            url: h.url.trim_end_matches('/').to_string(),
+            mode: h.mode,
+            field_name: h.field_name.clone().unwrap_or_else(|| "file".into()),
+            headers: h
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            spool,
+        });
+    }
+    if let Some(s) = &b.s3 {
+        let data = secret(&s.credentials_secret.name)?;
+        let get = |k: &str| {
+            data.get(k)
+                .and_then(|v| String::from_utf8(trim_ascii(v).to_vec()).ok())
+                .ok_or_else(|| {
+                    Outcome::SecretNotFound(format!(
+                        "Secret {} has no key {k:?}",
+                        s.credentials_secret.name
+                    ))
+                })
+        };
+        return Ok(Backend::S3 {
+            endpoint: s.endpoint.trim_end_matches('/').to_string(),
+            bucket: s.bucket.clone(),
+            region: s.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            key_prefix: s.key_prefix.clone().unwrap_or_default(),
+            path_style: s.path_style.unwrap_or(true),
+            access_key_id: get("accessKeyId")?,
+            secret_access_key: get("secretAccessKey")?,
+        });
+    }
+    Err(Outcome::Invalid(
+        "backend: exactly one of fs, http, s3 is required".into(),
+    ))
+}
+
+fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = s
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    // stringData is write-only on a real API server but is what people write in files on disk.
+    for (k, v) in s.string_data.iter().flatten() {
+        out.insert(k.clone(), v.clone().into_bytes());
+    }
+    out
+}
+
+/// Secrets made from files often end in a newline nobody means as part of the key.
+fn trim_ascii(v: &[u8]) -> &[u8] {
+    v.trim_ascii()
+}
+
+/// Semantic checks a schema cannot express; the first problem found, in words.
+pub fn validate(spec: &UploadPolicySpec) -> Result<(), String> {
+    let p = &spec.path_prefix;
+    if !p.starts_with('/') || !p.ends_with('/') {
+        return Err(format!("pathPrefix {p:?} must start and end with '/'"));
+    }
+    if p.contains("//") || p.split('/').any(|s| s == ".." || s == ".") {
+        return Err(format!(
+            "pathPrefix {p:?} must not contain empty, '.' or '..' segments"
+        ));
+    }
+    if p.bytes()
+        .any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#' || b == b'%')
+    {
+        return Err(format!(
+            "pathPrefix {p:?} must be a plain path (no spaces, '?', '#', '%' or control characters)"
+        ));
+    }
+    for h in &spec.hosts {
+        let bare = h.strip_prefix("*.").unwrap_or(h);
+        let ok = !bare.is_empty()
+            && bare.len() <= 253
+            && bare.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok {
+            return Err(format!("hosts: {h:?} is not a host name (or *.domain)"));
+        }
+    }
+    let b = &spec.backend;
+    let kinds = [b.fs.is_some(), b.http.is_some(), b.s3.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if kinds != 1 {
+        return Err(format!(
+            "backend: exactly one of fs, http, s3 is required ({kinds} given)"
+        ));
+    }
+    if let Some(fs) = &b.fs
+        && fs.root.trim().is_empty()
+    {
+        return Err("backend.fs.root must not be empty".into());
+    }
+    if let Some(h) = &b.http {
+        if !(h.url.starts_with("http://") || h.url.starts_with("https://")) || h.url.len() < 10 {
+            return Err(format!(
+                "backend.http.url {:?} must be an http:// or https:// URL",
+                h.url
+            ));
+        }
+        if let Some(f) = &h.field_name
+            && (f.is_empty() || f.contains(['"', '\r', '\n']))
+        {
+            return Err(format!(
+                "backend.http.fieldName {f:?} is not a usable form field name"
+            ));
+        }
+    }
+    if let Some(s) = &b.s3 {
+        if !(s.endpoint.starts_with("http://") || s.endpoint.starts_with("https://")) {
+            return Err(format!(
+                "backend.s3.endpoint {:?} must be an http:// or https:// URL",
+                s.endpoint
+            ));
+        }
+        if s.bucket.is_empty() {
+            return Err("backend.s3.bucket must not be empty".into());
+        }
+    }
+    let u = &spec.upload;
+    if let Some(q) = &u.max_file_size {
+        match parse_bytes(q) {
+            Ok(0) => return Err("upload.maxFileSize must be positive".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("upload.maxFileSize: {e}")),
+        }
+    }
+    if u.max_files == Some(0) {
+        return Err("upload.maxFiles must be positive".into());
+    }
+    for t in &u.allowed_types {
+        let t = t.trim();
+        let ok = match t.split_once('/') {
+            Some((a, b)) => {
+                let tok = |s: &str| {
+                    !s.is_empty()
+                        && s.bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c))
+                };
+                (a == "*" && b == "*") || (tok(a) && (b == "*" || tok(b)))
+            }
+            None => false,
+        };
+        if !ok {
+            return Err(format!(
+                "upload.allowedTypes: {t:?} is not a media type such as image/png, image/* or */*"
+            ));
+        }
+    }
+    for e in &u.allowed_extensions {
+        let e = e.trim().trim_start_matches('.');
+        if e.is_empty() || e.contains(['/', '\\', '.']) || e.bytes().any(|b| b.is_ascii_control()) {
+            return Err(format!(
+                "upload.allowedExtensions: {e:?} is not a file extension"
+            ));
+        }
+    }
+    if let Some(a) = &spec.auth {
+        if a.api_keys.is_none() && a.jwt.is_none() {
+            return Err(
+                "auth: name apiKeys or jwt (or leave auth out for anonymous access)".into(),
+            );
+        }
+        if let Some(j) = &a.jwt
+            && j.issuer.is_empty()
+        {
+            return Err("auth.jwt.issuer must not be empty".into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

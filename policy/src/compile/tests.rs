@@ -1,0 +1,272 @@
+use super::*;
+use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+fn policy(name: &str, age_secs: i64, yaml_spec: &str) -> UploadPolicy {
+    let spec: UploadPolicySpec = serde_saphyr::from_str(yaml_spec).expect("spec yaml");
+    let mut p = UploadPolicy::new(name, spec);
+    p.metadata.namespace = Some("ns".into());
+    p.metadata.generation = Some(3);
+    p.metadata.creation_timestamp = Some(Time(
+        Timestamp::from_second(1_700_000_000 + age_secs).expect("ts"),
+    ));
+    p
+}
+
+fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+    let mut s = Secret::default();
+    s.metadata.name = Some(name.into());
+    s.metadata.namespace = Some("ns".into());
+    s.data = Some(
+        data.iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .collect(),
+    );
+    s
+}
+
+const FS: &str = "pathPrefix: /files/\nbackend: {fs: {root: /data}}\n";
+
+#[test]
+fn defaults_fill_in() {
+    let c = compile(&[policy("a", 0, FS)], &[]);
+    assert_eq!(c.outcomes["ns/a"], Outcome::Accepted);
+    let r = &c.config.routes[0];
+    assert_eq!(r.policy, "ns/a");
+    assert_eq!(r.generation, 3);
+    assert_eq!(r.upload.max_file_size, DEFAULT_MAX_FILE_SIZE);
+    assert_eq!(r.upload.max_files, DEFAULT_MAX_FILES);
+    assert!(r.download_enabled);
+    assert_eq!(r.upload.checksum, crate::Checksum::Sha256);
+    assert_eq!(r.upload.naming, crate::Naming::Original);
+}
+
+#[test]
+fn full_spec_compiles() {
+    let y = r#"
+hosts: [Example.COM, "*.cdn.example.com"]
+pathPrefix: /img/
+backend: {fs: {root: imgs}}
+upload:
+  maxFileSize: 10Mi
+  maxFiles: 2
+  allowedTypes: ["image/*", "Application/PDF"]
+  allowedExtensions: [".PNG", jpg]
+  verifyContent: true
+  naming: uuid
+  checksum: none
+download: {enabled: false}
+auth:
+  apiKeys: {secretRef: {name: keys}}
+"#;
+    let c = compile(
+        &[policy("a", 0, y)],
+        &[secret("keys", &[("k1", "s3cret\n"), ("k2", "other")])],
+    );
+    assert_eq!(c.outcomes["ns/a"], Outcome::Accepted, "{:?}", c.outcomes);
+    let r = &c.config.routes[0];
+    assert_eq!(r.hosts, vec!["example.com", "*.cdn.example.com"]);
+    assert_eq!(r.upload.max_file_size, 10 << 20);
+    assert_eq!(r.upload.allowed_types, vec!["image/*", "application/pdf"]);
+    assert_eq!(r.upload.allowed_extensions, vec!["png", "jpg"]);
+    assert!(!r.download_enabled);
+    let auth = r.auth.as_ref().unwrap();
+    // Hashes, never the keys; the trailing newline of a file-made Secret is not part of the key.
+    assert_eq!(auth.api_key_sha256, {
+        let mut v = vec![
+            hex::encode(Sha256::digest(b"s3cret")),
+            hex::encode(Sha256::digest(b"other")),
+        ];
+        v.sort();
+        v
+    });
+    let json = serde_json::to_string(&c.config).unwrap();
+    assert!(!json.contains("s3cret"));
+}
+
+#[test]
+fn missing_secret_is_reported_and_others_survive() {
+    let bad =
+        "pathPrefix: /a/\nbackend: {fs: {root: /d}}\nauth: {apiKeys: {secretRef: {name: nope}}}\n";
+    let c = compile(&[policy("bad", 0, bad), policy("good", 1, FS)], &[]);
+    assert_eq!(c.outcomes["ns/bad"].reason(), "SecretNotFound");
+    assert!(c.outcomes["ns/bad"].message().contains("ns/nope"));
+    assert_eq!(c.outcomes["ns/good"], Outcome::Accepted);
+    assert_eq!(c.config.routes.len(), 1);
+}
+
+#[test]
+fn secret_in_other_namespace_is_not_used() {
+    let y =
+        "pathPrefix: /a/\nbackend: {fs: {root: /d}}\nauth: {apiKeys: {secretRef: {name: keys}}}\n";
+    let mut s = secret("keys", &[("k", "v")]);
+    s.metadata.namespace = Some("elsewhere".into());
+    let c = compile(&[policy("a", 0, y)], &[s]);
+    assert_eq!(c.outcomes["ns/a"].reason(), "SecretNotFound");
+}
+
+#[test]
+fn conflicts_older_wins_then_name() {
+    let c = compile(&[policy("newer", 10, FS), policy("older", 0, FS)], &[]);
+    assert_eq!(c.outcomes["ns/older"], Outcome::Accepted);
+    assert_eq!(
+        c.outcomes["ns/newer"],
+        Outcome::Conflicted("ns/older".into())
+    );
+    assert_eq!(c.config.routes.len(), 1);
+
+    // Same age: name breaks the tie.
+    let c = compile(&[policy("b", 0, FS), policy("a", 0, FS)], &[]);
+    assert_eq!(c.outcomes["ns/a"], Outcome::Accepted);
+    assert_eq!(c.outcomes["ns/b"].reason(), "Conflicted");
+}
+
+#[test]
+fn conflicts_need_a_common_host() {
+    let h1 = "hosts: [a.com, b.com]\npathPrefix: /f/\nbackend: {fs: {root: /d}}\n";
+    let h2 = "hosts: [c.com]\npathPrefix: /f/\nbackend: {fs: {root: /d}}\n";
+    let h3 = "hosts: [B.com]\npathPrefix: /f/\nbackend: {fs: {root: /d}}\n";
+    let any = "pathPrefix: /f/\nbackend: {fs: {root: /d}}\n";
+    let c = compile(
+        &[
+            policy("h1", 0, h1),
+            policy("h2", 1, h2),
+            policy("h3", 2, h3),
+            policy("any", 3, any),
+        ],
+        &[],
+    );
+    assert_eq!(c.outcomes["ns/h1"], Outcome::Accepted);
+    assert_eq!(c.outcomes["ns/h2"], Outcome::Accepted);
+    assert_eq!(c.outcomes["ns/h3"], Outcome::Conflicted("ns/h1".into()));
+    // Any-host and host-specific at one prefix coexist: the specific one is more precise.
+    assert_eq!(c.outcomes["ns/any"], Outcome::Accepted);
+}
+
+#[test]
+fn invalid_specs_are_named() {
+    let cases = [
+        (
+            "pathPrefix: files/\nbackend: {fs: {root: /d}}\n",
+            "pathPrefix",
+        ),
+        (
+            "pathPrefix: /files\nbackend: {fs: {root: /d}}\n",
+            "pathPrefix",
+        ),
+        (
+            "pathPrefix: /a/../b/\nbackend: {fs: {root: /d}}\n",
+            "pathPrefix",
+        ),
+        (
+            "pathPrefix: /a//b/\nbackend: {fs: {root: /d}}\n",
+            "pathPrefix",
+        ),
+        ("pathPrefix: /a/\nbackend: {}\n", "exactly one"),
+        (
+            "pathPrefix: /a/\nbackend: {fs: {root: /d}, http: {url: 'http://x:1'}}\n",
+            "exactly one",
+        ),
+        ("pathPrefix: /a/\nbackend: {fs: {root: ''}}\n", "root"),
+        (
+            "pathPrefix: /a/\nbackend: {http: {url: 'ftp://x/y'}}\n",
+            "url",
+        ),
+        (
+            "pathPrefix: /a/\nbackend: {fs: {root: /d}}\nupload: {maxFileSize: 1.5Gi}\n",
+            "maxFileSize",
+        ),
+        (
+            "pathPrefix: /a/\nbackend: {fs: {root: /d}}\nupload: {maxFileSize: '0'}\n",
+            "positive",
+        ),
+        (
+            "pathPrefix: /a/\nbackend: {fs: {root: /d}}\nupload: {maxFiles: 0}\n",
+            "maxFiles",
+        ),
+        (
+            "pathPrefix: /a/\nbackend: {fs: {root: /d}}\nupload: {allowedTypes: [png]}\n",
+            "allowedTypes",
+        ),
+        (
+            "pathPrefix: /a/\nbackend: {fs: {root: /d}}\nupload: {allowedTypes: ['*/png']}\n",
+            "allowedTypes",
+        ),
+        (
+            "pathPrefix: /a/\nbackend: {fs: {root: /d}}\nupload: {allowedExtensions: ['a/b']}\n",
+            "allowedExtensions",
+        ),
+        (
+            "hosts: ['bad host']\npathPrefix: /a/\nbackend: {fs: {root: /d}}\n",
+            "hosts",
+        ),
+        (
+            "pathPrefix: /a/\nbackend: {fs: {root: /d}}\nauth: {}\n",
+            "auth",
+        ),
+    ];
+    for (i, (y, needle)) in cases.iter().enumerate() {
+        let c = compile(&[policy(&format!("p{i}"), 0, y)], &[]);
+        match &c.outcomes[&format!("ns/p{i}")] {
+            Outcome::Invalid(m) => assert!(m.contains(needle), "{y}: {m}"),
+            other => panic!("{y}: expected Invalid, got {other:?}"),
+        }
+        assert!(c.config.routes.is_empty());
+    }
+}
+
+#[test]
+fn jwt_key_resolved() {
+    let y = "pathPrefix: /a/\nbackend: {fs: {root: /d}}\nauth: {jwt: {issuer: me, audiences: [x], publicKeySecretRef: {name: jwk, key: pub.pem}}}\n";
+    let pem = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n";
+    let c = compile(&[policy("a", 0, y)], &[secret("jwk", &[("pub.pem", pem)])]);
+    assert_eq!(c.outcomes["ns/a"], Outcome::Accepted);
+    let j = c.config.routes[0]
+        .auth
+        .as_ref()
+        .unwrap()
+        .jwt
+        .as_ref()
+        .unwrap();
+    assert_eq!(j.issuer, "me");
+    assert_eq!(j.public_key_pem, pem);
+
+    let c = compile(&[policy("a", 0, y)], &[secret("jwk", &[("other", pem)])]);
+    assert_eq!(c.outcomes["ns/a"].reason(), "SecretNotFound");
+    let c = compile(
+        &[policy("a", 0, y)],
+        &[secret("jwk", &[("pub.pem", "nope")])],
+    );
+    assert_eq!(c.outcomes["ns/a"].reason(), "Invalid");
+}
+
+#[test]
+fn string_data_counts() {
+    let y =
+        "pathPrefix: /a/\nbackend: {fs: {root: /d}}\nauth: {apiKeys: {secretRef: {name: keys}}}\n";
+    let mut s = secret("keys", &[]);
+    s.string_data = Some([("k".to_string(), "plain".to_string())].into());
+    let c = compile(&[policy("a", 0, y)], &[s]);
+    assert_eq!(c.outcomes["ns/a"], Outcome::Accepted);
+    let empty = secret("keys", &[("k", " \n")]);
+    let c = compile(&[policy("a", 0, y)], &[empty]);
+    assert_eq!(c.outcomes["ns/a"].reason(), "Invalid");
+}
+
+#[test]
+fn version_changes_with_content() {
+    let a = compile(&[policy("a", 0, FS)], &[]).config.version;
+    let b = compile(
+        &[policy(
+            "a",
+            0,
+            "pathPrefix: /files/\nbackend: {fs: {root: /other}}\n",
+        )],
+        &[],
+    )
+    .config
+    .version;
+    assert_ne!(a, b);
+    assert_eq!(a, compile(&[policy("a", 0, FS)], &[]).config.version);
+}

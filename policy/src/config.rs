@@ -1,0 +1,246 @@
+//! `ProxyConfig`: the routing table a proxy runs on, as compiled from policies.
+//!
+//! It is plain data (serde JSON), so the operator can push it to proxies and a
+//! proxy can persist it as its last known good. Every value is already
+//! resolved: sizes are bytes, Secrets are read (API keys as SHA-256 hashes,
+//! never in clear), defaults are filled in. A proxy never looks at YAML.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use crate::crd::{Checksum, HttpMode, Naming};
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ProxyConfig {
+    /// Content hash of `routes` (see [`ProxyConfig::new`]); what a proxy reports it serves.
+    pub version: String,
+    /// Sorted for deterministic versions and lookups: longest prefix first.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// `namespace/name` of the policy this route came from.
+    pub policy: String,
+    /// The policy's `metadata.generation` (0 when read from disk).
+    pub generation: i64,
+    /// Lowercase; empty matches any host.
+    pub hosts: Vec<String>,
+    pub path_prefix: String,
+    pub backend: Backend,
+    pub upload: UploadRules,
+    pub download_enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<RouteAuth>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum Backend {
+    Fs {
+        root: String,
+    },
+    Http {
+        url: String,
+        mode: HttpMode,
+        field_name: String,
+        headers: Vec<(String, String)>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        spool: Option<Spool>,
+    },
+    S3 {
+        endpoint: String,
+        bucket: String,
+        region: String,
+        key_prefix: String,
+        path_style: bool,
+        access_key_id: String,
+        secret_access_key: String,
+    },
+}
+
+impl Backend {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Fs { .. } => "fs",
+            Backend::Http { .. } => "http",
+            Backend::S3 { .. } => "s3",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spool {
+    pub memory: u64,
+    pub disk: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadRules {
+    pub max_file_size: u64,
+    pub max_files: u32,
+    /// Lowercase patterns: `image/png`, `image/*`, `*/*`. Empty: any.
+    pub allowed_types: Vec<String>,
+    /// Lowercase, no dot. Empty: any.
+    pub allowed_extensions: Vec<String>,
+    pub verify_content: bool,
+    pub naming: Naming,
+    pub checksum: Checksum,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteAuth {
+    /// Hex SHA-256 of each accepted API key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_key_sha256: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtRule>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtRule {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    /// PEM public key (RSA, EC P-256 or Ed25519); public, so kept as is.
+    pub public_key_pem: String,
+}
+
+impl ProxyConfig {
+    /// Sorts the routes and stamps the content-hash version.
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by(|a, b| {
+            b.path_prefix
+                .len()
+                .cmp(&a.path_prefix.len())
+                .then_with(|| a.path_prefix.cmp(&b.path_prefix))
+                // Host-specific routes before any-host ones at the same prefix.
+                .then_with(|| a.hosts.is_empty().cmp(&b.hosts.is_empty()))
+                .then_with(|| a.policy.cmp(&b.policy))
+        });
+        let mut h = Sha256::new();
+        // serde_json of plain data cannot fail; an empty hash input would still version uniquely.
+        h.update(serde_json::to_vec(&routes).unwrap_or_default());
+        let version = hex::encode(&h.finalize()[..8]);
+        Self { version, routes }
+    }
+
+    /// The route for a request: longest matching prefix, host-specific before any-host.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        let host = host.map(strip_port);
+        self.routes
+            .iter()
+            .find(|r| path.starts_with(&r.path_prefix) && r.matches_host(host))
+    }
+}
+
+impl Route {
+    fn matches_host(&self, host: Option<&str>) -> bool {
+        if self.hosts.is_empty() {
+            return true;
+        }
+        let Some(host) = host else { return false };
+        self.hosts.iter().any(|pat| host_matches(pat, host))
+    }
+}
+
+/// `pat` is lowercase; `*.example.com` matches one or more labels before `.example.com`.
+pub fn host_matches(pat: &str, host: &str) -> bool {
+    match pat.strip_prefix("*.") {
+        Some(suffix) => {
+            host.len() > suffix.len() + 1
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+        }
+        None => pat.eq_ignore_ascii_case(host),
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(policy: &str, hosts: &[&str], prefix: &str) -> Route {
+        Route {
+            policy: policy.into(),
+            generation: 1,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            path_prefix: prefix.into(),
+            backend: Backend::Fs { root: "/d".into() },
+            upload: UploadRules {
+                max_file_size: 1,
+                max_files: 1,
+                allowed_types: vec![],
+                allowed_extensions: vec![],
+                verify_content: false,
+                naming: Naming::Original,
+                checksum: Checksum::Sha256,
+            },
+            download_enabled: true,
+            auth: None,
+        }
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let c = ProxyConfig::new(vec![
+            route("a", &[], "/files/"),
+            route("b", &[], "/files/images/"),
+            route("c", &[], "/"),
+        ]);
+        assert_eq!(c.route(None, "/files/images/x.png").unwrap().policy, "b");
+        assert_eq!(c.route(None, "/files/x").unwrap().policy, "a");
+        assert_eq!(c.route(None, "/other").unwrap().policy, "c");
+        assert_eq!(c.route(None, "/files").unwrap().policy, "c");
+    }
+
+    #[test]
+    fn host_specific_beats_any_host() {
+        let c = ProxyConfig::new(vec![
+            route("any", &[], "/f/"),
+            route("ex", &["example.com"], "/f/"),
+        ]);
+        assert_eq!(
+            c.route(Some("example.com:8080"), "/f/x").unwrap().policy,
+            "ex"
+        );
+        assert_eq!(c.route(Some("EXAMPLE.com"), "/f/x").unwrap().policy, "ex");
+        assert_eq!(c.route(Some("other.com"), "/f/x").unwrap().policy, "any");
+        assert_eq!(c.route(None, "/f/x").unwrap().policy, "any");
+    }
+
+    #[test]
+    fn wildcard_hosts() {
+        assert!(host_matches("*.example.com", "a.example.com"));
+        assert!(host_matches("*.example.com", "a.b.example.com"));
+        assert!(!host_matches("*.example.com", "example.com"));
+        assert!(!host_matches("*.example.com", "aexample.com"));
+        assert!(!host_matches("*.example.com", ".example.com"));
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("h"), "h");
+    }
+
+    #[test]
+    fn version_is_content_hash() {
+        let a = ProxyConfig::new(vec![route("a", &[], "/x/"), route("b", &[], "/y/")]);
+        let b = ProxyConfig::new(vec![route("b", &[], "/y/"), route("a", &[], "/x/")]);
+        assert_eq!(a.version, b.version);
+        let c = ProxyConfig::new(vec![route("a", &[], "/x/")]);
+        assert_ne!(a.version, c.version);
+        assert_eq!(a.version.len(), 16);
+    }
+}

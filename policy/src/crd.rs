@@ -1,0 +1,234 @@
+//! The `UploadPolicy` custom resource (group `sluice.dev`, version `v1alpha1`).
+//!
+//! These types are the user-facing contract: the YAML a user `kubectl apply`s
+//! and the standalone proxy reads from disk. Fields are camelCase in YAML and
+//! mostly optional with documented defaults, so a minimal policy is three
+//! lines. Semantic checks live in `compile`, not in serde, so one bad policy
+//! is reported on its own status instead of failing a whole directory load.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Who may upload and download under a path prefix, which files, how big, and where they go.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "UploadPolicy",
+    namespaced,
+    status = "UploadPolicyStatus",
+    shortname = "upol",
+    printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
+    printcolumn = r#"{"name":"Prefix","type":"string","jsonPath":".spec.pathPrefix"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadPolicySpec {
+    /// Host names this policy applies to (exact, or `*.example.com`). Empty: any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// URL path prefix, starting and ending with `/`. Longest matching prefix wins.
+    pub path_prefix: String,
+    /// Where accepted files are stored. Exactly one kind.
+    pub backend: BackendSpec,
+    #[serde(default)]
+    pub upload: UploadSpec,
+    #[serde(default)]
+    pub download: DownloadSpec,
+    /// Credentials required for upload and download. Absent: anonymous access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+}
+
+/// Exactly one of `fs`, `http`, `s3`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs: Option<FsBackendSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpBackendSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3BackendSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FsBackendSpec {
+    /// Directory objects are stored under. Relative paths are resolved against the proxy's data directory.
+    pub root: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpBackendSpec {
+    /// Base URL of the storage engine.
+    pub url: String,
+    #[serde(default)]
+    pub mode: HttpMode,
+    /// Form field name of the file part in `multipart` mode. Default `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_name: Option<String>,
+    /// Extra request headers sent to the engine.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Buffer bodies of unknown length (memory, then disk) to send a Content-Length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool: Option<SpoolSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum HttpMode {
+    /// `PUT {url}/{key}`
+    #[default]
+    Put,
+    /// multipart/form-data `POST {url}`
+    Multipart,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SpoolSpec {
+    pub memory: String,
+    pub disk: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3BackendSpec {
+    pub endpoint: String,
+    pub bucket: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    /// Secret with `accessKeyId` and `secretAccessKey`.
+    pub credentials_secret: SecretRef,
+    /// Path-style addressing (`{endpoint}/{bucket}/{key}`). Default true; false uses virtual-host style.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadSpec {
+    /// Largest accepted file, as a quantity (`10Mi`). Default `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_file_size: Option<String>,
+    /// Most file parts in one multipart request. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_files: Option<u32>,
+    /// Allowed content types, wildcards allowed (`image/*`). Empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_types: Vec<String>,
+    /// Allowed filename extensions, without the dot. Empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_extensions: Vec<String>,
+    /// Sniff the first bytes: the sniffed type must be allowed and agree with the declared one.
+    #[serde(default)]
+    pub verify_content: bool,
+    #[serde(default)]
+    pub naming: Naming,
+    #[serde(default)]
+    pub checksum: Checksum,
+}
+
+/// How a multipart file part's object key is chosen.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Naming {
+    /// The sanitised client filename.
+    #[default]
+    Original,
+    /// A random UUID, keeping the sanitised extension.
+    Uuid,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Checksum {
+    #[default]
+    Sha256,
+    None,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadSpec {
+    /// Serve GET/HEAD under the prefix. Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for DownloadSpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Every value in the referenced Secret is an accepted API key (`Authorization: Bearer` or `X-Api-Key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys: Option<ApiKeysSpec>,
+    /// Bearer JWTs signed with RS256, ES256 or EdDSA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeysSpec {
+    pub secret_ref: SecretRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtSpec {
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    pub public_key_secret_ref: SecretKeyRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretRef {
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadPolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxies: Option<ProxiesStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ProxiesStatus {
+    pub ready: u32,
+    pub synced: u32,
+}
