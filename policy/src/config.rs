@@ -130,10 +130,15 @@ impl ProxyConfig {
 
     /// The route for a request: longest matching prefix, host-specific before any-host.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.route_index(host, path).map(|i| &self.routes[i])
+    }
+
+    /// Index into `routes` of [`ProxyConfig::route`]'s answer.
+    pub fn route_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
         let host = host.map(strip_port);
         self.routes
             .iter()
-            .find(|r| path.starts_with(&r.path_prefix) && r.matches_host(host))
+            .position(|r| path.starts_with(&r.path_prefix) && r.matches_host(host))
     }
 }
 

@@ -1,1 +1,182 @@
-fn main() {}
+//! `sluice-proxy`: parse flags, build the pieces, run until SIGTERM.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use sluice_proxy::limits::Pace;
+use sluice_proxy::source::Source;
+use sluice_proxy::{App, Settings, admin, server};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Streaming upload/download filtering proxy. With no --policies it serves an
+/// embedded default: /files/ on disk under --data-dir, any type, files up to 1 GiB, no auth.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address for client traffic.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:9901")]
+    admin_listen: SocketAddr,
+    /// Directory of UploadPolicy and Secret YAML (multi-document); reloaded on change.
+    #[arg(long, env = "SLUICE_POLICIES")]
+    policies: Option<PathBuf>,
+    /// Base of relative fs backend roots (the embedded default stores here).
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
+    data_dir: PathBuf,
+    /// Where the last applied config is kept (last known good); unset: not kept.
+    #[arg(long, env = "SLUICE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// How often --policies is checked for changes.
+    #[arg(long, env = "SLUICE_RELOAD_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    reload_interval: Duration,
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// A request head must arrive whole within this.
+    #[arg(long, env = "SLUICE_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// Longest silence on a keep-alive connection or in the middle of a transfer.
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Uploads averaging fewer bytes per second than this (after --min-rate-grace) are cut off; 0 disables.
+    #[arg(long, env = "SLUICE_MIN_UPLOAD_RATE", default_value_t = 1024)]
+    min_upload_rate: u64,
+    #[arg(long, env = "SLUICE_MIN_RATE_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    min_rate_grace: Duration,
+    /// Concurrent uploads and downloads in all; past it: 503 with Retry-After.
+    #[arg(long, env = "SLUICE_MAX_TRANSFERS", default_value_t = 1024)]
+    max_transfers: usize,
+    /// Concurrent transfers per client address; past it: 429 with Retry-After.
+    #[arg(long, env = "SLUICE_MAX_TRANSFERS_PER_CLIENT", default_value_t = 64)]
+    max_transfers_per_client: usize,
+    /// After SIGTERM, how long in-flight transfers may take to finish.
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+    /// Serve downloads through hyper only (no sendfile fast path).
+    #[arg(long, env = "SLUICE_NO_SENDFILE")]
+    no_sendfile: bool,
+    /// Skip fsync before an object becomes visible (faster; a crash may leave it empty).
+    #[arg(long, env = "SLUICE_NO_FSYNC")]
+    no_fsync: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let Args {
+        listen,
+        admin_listen,
+        policies,
+        data_dir,
+        state_dir,
+        reload_interval,
+        log_format,
+        header_timeout,
+        idle_timeout,
+        min_upload_rate,
+        min_rate_grace,
+        max_transfers,
+        max_transfers_per_client,
+        shutdown_grace,
+        no_sendfile,
+        no_fsync,
+    } = args;
+    init_logs(log_format);
+
+    let settings = Settings {
+        header_timeout,
+        idle_timeout,
+        pace: Pace {
+            idle: idle_timeout,
+            min_rate: min_upload_rate,
+            grace: min_rate_grace,
+        },
+        max_head: 16 * 1024,
+        sendfile: !no_sendfile,
+        fsync: !no_fsync,
+        shutdown_grace,
+    };
+    let app = App::new(settings, max_transfers, max_transfers_per_client);
+    let source = Source {
+        policies,
+        data_dir,
+        state_dir,
+    };
+    let digest = source
+        .initial(&app)
+        .map_err(anyhow::Error::msg)
+        .context("loading the initial configuration")?;
+
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let admin = TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("binding admin {admin_listen}"))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        admin = %admin.local_addr()?,
+        sendfile = app.settings.sendfile,
+        "listening"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(admin::serve(admin, app.clone(), stop_rx.clone()));
+    tokio::spawn(source.watch(app.clone(), digest, reload_interval, stop_rx.clone()));
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = stop_tx.send(true);
+    });
+    server::serve(listener, app, stop_rx).await;
+    tracing::info!("bye");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,257 @@
+//! The configuration a proxy serves right now, and how it gets replaced.
+//!
+//! ```text
+//!   embedded default | --policies DIR (polled) | last known good (--state-dir)
+//!        -> manifests -> sluice_policy::compile -> ProxyConfig
+//!        -> Active (routes prepared: fs roots resolved, auth keys parsed)
+//!        -> ArcSwap: requests load an Arc<Active> once and keep it,
+//!           so a swap never changes the rules under an in-flight transfer
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use k8s_openapi::api::core::v1::Secret;
+use sha2::{Digest, Sha256};
+use sluice_policy::{Backend, Outcome, ProxyConfig, Route, UploadPolicy};
+
+use crate::auth::Authenticator;
+use crate::metrics::{Metrics, ResultLabels, VersionLabels};
+
+/// What `sluice-proxy` serves with no `--policies`: everything under /files/ on disk, any type, 1 GiB files.
+pub const DEFAULT_POLICY: &str = include_str!("default-policy.yaml");
+
+pub struct RouteRt {
+    pub route: Route,
+    /// For fs backends: the directory objects live in.
+    pub fs_root: Option<PathBuf>,
+    pub auth: Option<Authenticator>,
+}
+
+pub struct Active {
+    pub config: ProxyConfig,
+    pub routes: Vec<Arc<RouteRt>>,
+}
+
+impl Active {
+    /// Prepares every route; refuses the whole config if one route cannot run, so a
+    /// bad push never half-applies.
+    pub fn build(config: ProxyConfig, data_dir: &Path) -> Result<Self, String> {
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let fs_root = match &r.backend {
+                Backend::Fs { root } => {
+                    // Drop "." components: create_dir_all refuses a path ending in one.
+                    let p: PathBuf = data_dir
+                        .join(root)
+                        .components()
+                        .filter(|c| *c != std::path::Component::CurDir)
+                        .collect();
+                    std::fs::create_dir_all(&p)
+                        .map_err(|e| format!("{}: fs root {}: {e}", r.policy, p.display()))?;
+                    Some(p)
+                }
+                other => {
+                    return Err(format!(
+                        "{}: backend {} is not supported by this proxy build yet",
+                        r.policy,
+                        other.kind()
+                    ));
+                }
+            };
+            let auth = match &r.auth {
+                Some(a) => Some(Authenticator::new(a).map_err(|e| format!("{}: {e}", r.policy))?),
+                None => None,
+            };
+            routes.push(Arc::new(RouteRt {
+                route: r.clone(),
+                fs_root,
+                auth,
+            }));
+        }
+        Ok(Self { config, routes })
+    }
+
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<RouteRt>> {
+        self.config.route_index(host, path).map(|i| &self.routes[i])
+    }
+}
+
+/// The swappable current configuration. `None` until something loads.
+#[derive(Default)]
+pub struct Current {
+    active: ArcSwapOption<Active>,
+}
+
+impl Current {
+    pub fn load(&self) -> Option<Arc<Active>> {
+        self.active.load_full()
+    }
+
+    pub fn version(&self) -> Option<String> {
+        self.active
+            .load()
+            .as_ref()
+            .map(|a| a.config.version.clone())
+    }
+
+    pub fn store(&self, active: Active, metrics: &Metrics) {
+        if let Some(old) = self.active.load().as_ref() {
+            metrics.config_info.remove(&VersionLabels {
+                version: old.config.version.clone(),
+            });
+        }
+        metrics
+            .config_info
+            .get_or_create(&VersionLabels {
+                version: active.config.version.clone(),
+            })
+            .set(1);
+        metrics
+            .config_reloads
+            .get_or_create(&ResultLabels {
+                result: "applied".into(),
+            })
+            .inc();
+        self.active.store(Some(Arc::new(active)));
+    }
+}
+
+/// UploadPolicies and Secrets from YAML text: multi-document, other kinds ignored.
+pub fn parse_manifests(
+    text: &str,
+    origin: &str,
+) -> Result<(Vec<UploadPolicy>, Vec<Secret>), String> {
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| format!("{origin}: {e}"))?;
+    let mut policies = Vec::new();
+    let mut secrets = Vec::new();
+    for (i, doc) in docs.into_iter().enumerate() {
+        let kind = doc
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or("")
+            .to_string();
+        let api = doc
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or("")
+            .to_string();
+        match (api.as_str(), kind.as_str()) {
+            ("sluice.dev/v1alpha1", "UploadPolicy") => policies.push(
+                serde_json::from_value(doc)
+                    .map_err(|e| format!("{origin}: document {}: UploadPolicy: {e}", i + 1))?,
+            ),
+            ("v1", "Secret") => secrets.push(
+                serde_json::from_value(doc)
+                    .map_err(|e| format!("{origin}: document {}: Secret: {e}", i + 1))?,
+            ),
+            _ => tracing::warn!(
+                origin,
+                document = i + 1,
+                api,
+                kind,
+                "ignoring manifest that is not an UploadPolicy or Secret"
+            ),
+        }
+    }
+    Ok((policies, secrets))
+}
+
+/// Files (path, text) of a policies directory.
+pub type Manifests = Vec<(PathBuf, String)>;
+
+/// Every `*.yaml`/`*.yml` in `dir`, sorted by name, with a digest of their contents.
+pub fn read_dir(dir: &Path) -> Result<(Manifests, [u8; 32]), String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                // Skip editor swap files and Kubernetes ConfigMap's ..data internals.
+                && !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    let mut h = Sha256::new();
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        h.update(f.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update(text.as_bytes());
+        h.update([0]);
+        out.push((f, text));
+    }
+    Ok((out, h.finalize().into()))
+}
+
+/// Compiles manifests and logs each policy that did not make it, with why.
+pub fn compile_texts(texts: &[(String, String)]) -> Result<ProxyConfig, String> {
+    let mut policies = Vec::new();
+    let mut secrets = Vec::new();
+    for (origin, text) in texts {
+        let (p, s) = parse_manifests(text, origin)?;
+        policies.extend(p);
+        secrets.extend(s);
+    }
+    let compiled = sluice_policy::compile(&policies, &secrets);
+    for (key, outcome) in &compiled.outcomes {
+        match outcome {
+            Outcome::Accepted => tracing::info!(policy = %key, "policy accepted"),
+            o => {
+                tracing::warn!(policy = %key, reason = o.reason(), message = %o.message(), "policy not accepted")
+            }
+        }
+    }
+    Ok(compiled.config)
+}
+
+/// Atomically writes the config to `state_dir/config.json` (temp file + rename).
+pub fn persist(state_dir: &Path, config: &ProxyConfig) -> std::io::Result<()> {
+    std::fs::create_dir_all(state_dir)?;
+    let tmp = state_dir.join(".config.json.tmp");
+    let json = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, json)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, state_dir.join("config.json"))
+}
+
+pub fn read_persisted(state_dir: &Path) -> Result<ProxyConfig, String> {
+    let p = state_dir.join("config.json");
+    let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_compiles_to_one_fs_route() {
+        let cfg = compile_texts(&[("default".into(), DEFAULT_POLICY.into())]).unwrap();
+        assert_eq!(cfg.routes.len(), 1);
+        let r = &cfg.routes[0];
+        assert_eq!(r.path_prefix, "/files/");
+        assert_eq!(r.upload.max_file_size, 1 << 30);
+        assert!(r.upload.allowed_types.is_empty());
+        assert!(r.auth.is_none());
+        assert!(matches!(r.backend, Backend::Fs { .. }));
+    }
+
+    #[test]
+    fn manifests_multi_document_other_kinds_ignored() {
+        let y = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: k}\nstringData: {a: b}\n---\napiVersion: sluice.dev/v1alpha1\nkind: UploadPolicy\nmetadata: {name: p}\nspec: {pathPrefix: /a/, backend: {fs: {root: a}}}\n";
+        let (p, s) = parse_manifests(y, "t").unwrap();
+        assert_eq!((p.len(), s.len()), (1, 1));
+        assert!(
+            parse_manifests(
+                "apiVersion: sluice.dev/v1alpha1\nkind: UploadPolicy\nspec: 3\n",
+                "t"
+            )
+            .is_err()
+        );
+        assert!(parse_manifests("a: [", "t").is_err());
+    }
+}

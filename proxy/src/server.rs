@@ -1,0 +1,512 @@
+//! The listener: accepts connections, serves plain HTTP/1.1 GET/HEAD on the
+//! sendfile fast path, and hands everything else to hyper.
+//!
+//! ```text
+//!   accept -> read a request head into a per-connection buffer (httparse)
+//!     GET/HEAD, HTTP/1.1, no body, sendfile on -> fast path: head + sendfile(2),
+//!                                                 then the next head (keep-alive)
+//!     anything else (POST/PUT, HTTP/1.0, h2c preface, odd requests)
+//!       -> hyper (HTTP/1.1 and HTTP/2) with the bytes already read, for the
+//!          rest of the connection's life
+//! ```
+//! The fast path answers with the same `download::answer` and `Reject`s as
+//! hyper, so the two differ only in how bytes reach the socket.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::StatusCode;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::App;
+use crate::download::{self, Answer, semantics::RequestHeaders};
+use crate::error::Reject;
+use crate::metrics::PathLabels;
+use crate::service::{self, Done};
+use crate::zerocopy;
+
+/// Accepts until `shutdown` turns true, then drains in-flight connections for up to the grace period.
+pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    let tracker = TaskTracker::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tracker.spawn(connection(app.clone(), stream, peer, graceful.watcher(), shutdown.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    tracker.close();
+    tracing::info!(
+        connections = tracker.len(),
+        grace_s = app.settings.shutdown_grace.as_secs(),
+        "stopped accepting; letting in-flight transfers finish"
+    );
+    let drain = async {
+        graceful.shutdown().await;
+        tracker.wait().await;
+    };
+    if tokio::time::timeout(app.settings.shutdown_grace, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = tracker.len(),
+            "grace period over; closing the remaining connections"
+        );
+    }
+}
+
+struct OpenConn(Arc<App>);
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.metrics.connections_open.dec();
+    }
+}
+
+async fn connection(
+    app: Arc<App>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    app.metrics.connections_open.inc();
+    let _open = OpenConn(app.clone());
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(4096);
+    if app.settings.sendfile {
+        let mut scratch = Vec::with_capacity(512);
+        let mut first = true;
+        loop {
+            let got = read_head(&mut stream, &mut buf, &app, first, &mut shutdown).await;
+            first = false;
+            match got {
+                HeadRead::Closed => return,
+                HeadRead::TooLarge => {
+                    let r = Reject::HeadTooLarge(app.settings.max_head);
+                    let _ = write_reject(&mut stream, &mut scratch, &r, false).await;
+                    return;
+                }
+                HeadRead::Other => break,
+                HeadRead::Complete(n) => {
+                    let Some(req) = FastReq::parse(&buf[..n]) else {
+                        break;
+                    };
+                    buf.advance(n);
+                    let keep = serve_fast(&app, &mut stream, &mut scratch, peer, req).await;
+                    if !keep || *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    let io = TokioIo::new(Prefixed {
+        prefix: buf.freeze(),
+        inner: stream,
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.settings.header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let svc_app = app.clone();
+    let svc = service_fn(move |req| service::handle(svc_app.clone(), peer, req));
+    if let Err(e) = watcher.watch(builder.serve_connection(io, svc)).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+enum HeadRead {
+    Complete(usize),
+    /// Not a request head the fast path reads: let hyper have the bytes.
+    Other,
+    TooLarge,
+    Closed,
+}
+
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    app: &App,
+    first: bool,
+    shutdown: &mut watch::Receiver<bool>,
+) -> HeadRead {
+    let settings = &app.settings;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        if !buf.is_empty() {
+            // Upper-case method letters start every HTTP/1 request; "PRI " is the h2c preface.
+            if buf.starts_with(b"PRI ") || !buf[0].is_ascii_uppercase() {
+                return HeadRead::Other;
+            }
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            match httparse::Request::new(&mut headers).parse(buf) {
+                Ok(httparse::Status::Complete(n)) => return HeadRead::Complete(n),
+                Ok(httparse::Status::Partial) => {}
+                Err(_) => return HeadRead::Other,
+            }
+            if buf.len() >= settings.max_head {
+                return HeadRead::TooLarge;
+            }
+        }
+        // A new connection must send its head within the header timeout; a kept-alive
+        // one may stay quiet for the idle timeout, then has the header timeout too.
+        let wait_until = *deadline.get_or_insert_with(|| {
+            tokio::time::Instant::now()
+                + if first {
+                    settings.header_timeout
+                } else {
+                    settings.idle_timeout
+                }
+        });
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        let was_empty = buf.is_empty();
+        tokio::select! {
+            r = stream.read_buf(buf) => match r {
+                Ok(0) | Err(_) => return HeadRead::Closed,
+                Ok(_) => {
+                    if was_empty {
+                        deadline = Some(tokio::time::Instant::now() + settings.header_timeout);
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(wait_until) => return HeadRead::Closed,
+            _ = shutdown.changed(), if was_empty => return HeadRead::Closed,
+        }
+    }
+}
+
+/// The parts of a request head the fast path needs, copied out of the read buffer.
+struct FastReq {
+    head: bool,
+    method: &'static str,
+    path: String,
+    host: Option<String>,
+    keep_alive: bool,
+    authorization: Option<Vec<u8>>,
+    api_key: Option<Vec<u8>>,
+    range: Option<Vec<u8>>,
+    if_match: Option<Vec<u8>>,
+    if_none_match: Option<Vec<u8>>,
+    if_modified_since: Option<Vec<u8>>,
+    if_unmodified_since: Option<Vec<u8>>,
+    if_range: Option<Vec<u8>>,
+}
+
+impl FastReq {
+    /// None when hyper should serve it: not GET/HEAD, not HTTP/1.1, a body, an upgrade.
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        if !matches!(req.parse(bytes), Ok(httparse::Status::Complete(_))) || req.version != Some(1)
+        {
+            return None;
+        }
+        let (head, method) = match req.method? {
+            "GET" => (false, "GET"),
+            "HEAD" => (true, "HEAD"),
+            _ => return None,
+        };
+        let target = req.path?;
+        if !target.starts_with('/') {
+            return None; // absolute-form or asterisk: rare, hyper handles them
+        }
+        let path = target.split('?').next().unwrap_or(target).to_string();
+        let mut r = FastReq {
+            head,
+            method,
+            path,
+            host: None,
+            keep_alive: true,
+            authorization: None,
+            api_key: None,
+            range: None,
+            if_match: None,
+            if_none_match: None,
+            if_modified_since: None,
+            if_unmodified_since: None,
+            if_range: None,
+        };
+        for h in req.headers.iter() {
+            let v = h.value;
+            let name = h.name;
+            let is = |n: &str| name.eq_ignore_ascii_case(n);
+            if is("content-length") {
+                if v.trim_ascii() != b"0" {
+                    return None;
+                }
+            } else if is("transfer-encoding") || is("upgrade") || is("expect") {
+                return None;
+            } else if is("connection") {
+                if v.split(|b| *b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+                {
+                    r.keep_alive = false;
+                }
+            } else if is("host") {
+                r.host = std::str::from_utf8(v).ok().map(str::to_string);
+            } else if is("authorization") {
+                r.authorization = Some(v.to_vec());
+            } else if is("x-api-key") {
+                r.api_key = Some(v.to_vec());
+            } else if is("range") {
+                r.range = Some(v.to_vec());
+            } else if is("if-match") {
+                r.if_match = Some(v.to_vec());
+            } else if is("if-none-match") {
+                r.if_none_match = Some(v.to_vec());
+            } else if is("if-modified-since") {
+                r.if_modified_since = Some(v.to_vec());
+            } else if is("if-unmodified-since") {
+                r.if_unmodified_since = Some(v.to_vec());
+            } else if is("if-range") {
+                r.if_range = Some(v.to_vec());
+            }
+        }
+        Some(r)
+    }
+}
+
+/// Serves one request; false when the connection must close.
+async fn serve_fast(
+    app: &App,
+    stream: &mut TcpStream,
+    scratch: &mut Vec<u8>,
+    peer: SocketAddr,
+    req: FastReq,
+) -> bool {
+    let started = Instant::now();
+    let mut policy = String::new();
+    let result = (|| {
+        let (route, prefix) = service::route_for(app, req.host.as_deref(), &req.path)?;
+        policy.clone_from(&route.route.policy);
+        service::authorize(&route, req.authorization.as_deref(), req.api_key.as_deref())?;
+        let rh = RequestHeaders {
+            range: req.range.as_deref(),
+            if_match: req.if_match.as_deref(),
+            if_none_match: req.if_none_match.as_deref(),
+            if_modified_since: req.if_modified_since.as_deref(),
+            if_unmodified_since: req.if_unmodified_since.as_deref(),
+            if_range: req.if_range.as_deref(),
+        };
+        let answer = download::answer(&route, &req.path[prefix..], &rh, req.head)?;
+        let permit = match (&answer, req.head) {
+            (Answer::Body { .. }, false) => Some(app.limits.admit(peer.ip())?),
+            _ => None,
+        };
+        Ok::<_, Reject>((answer, permit))
+    })();
+    let done = |status: u16, bytes: u64, rule: Option<&'static str>| {
+        service::record(
+            app,
+            Done {
+                method: req.method,
+                path: &req.path,
+                policy: &policy,
+                status,
+                bytes,
+                rule,
+                peer,
+                via: "sendfile",
+                started,
+            },
+        )
+    };
+    let (answer, _permit) = match result {
+        Ok(a) => a,
+        Err(r) => {
+            if matches!(r, Reject::Storage(_)) {
+                tracing::error!(error = %r, path = %req.path, "storage failure");
+            }
+            let ok = write_reject(stream, scratch, &r, req.keep_alive && !req.head)
+                .await
+                .is_ok();
+            done(r.status().as_u16(), 0, Some(r.rule()));
+            return ok && req.keep_alive && !req.head;
+        }
+    };
+    let status = answer.status();
+    scratch.clear();
+    status_line(scratch, status);
+    for (k, v) in answer.headers() {
+        push_header(scratch, k, &v);
+    }
+    finish_head(scratch, req.keep_alive);
+    if stream.write_all(scratch).await.is_err() {
+        done(status, 0, None);
+        return false;
+    }
+    let (start, len) = answer.span();
+    let Answer::Body { file, .. } = answer else {
+        done(status, 0, None);
+        return req.keep_alive;
+    };
+    if req.head {
+        done(status, 0, None);
+        return req.keep_alive;
+    }
+    let labels = PathLabels {
+        path: "sendfile".into(),
+    };
+    app.metrics.download_responses.get_or_create(&labels).inc();
+    let sent = zerocopy::sendfile(stream, &file, start, len, app.settings.idle_timeout).await;
+    let n = *sent.as_ref().unwrap_or(&0);
+    app.metrics.download_bytes.get_or_create(&labels).inc_by(n);
+    done(status, n, None);
+    match sent {
+        Ok(_) => req.keep_alive,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "sendfile stopped");
+            false
+        }
+    }
+}
+
+fn status_line(out: &mut Vec<u8>, status: u16) {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
+}
+
+fn push_header(out: &mut Vec<u8>, k: &str, v: &str) {
+    out.extend_from_slice(k.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(v.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn finish_head(out: &mut Vec<u8>, keep_alive: bool) {
+    push_header(out, "date", &httpdate::fmt_http_date(SystemTime::now()));
+    if !keep_alive {
+        push_header(out, "connection", "close");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+async fn write_reject(
+    stream: &mut TcpStream,
+    scratch: &mut Vec<u8>,
+    r: &Reject,
+    keep_alive: bool,
+) -> io::Result<()> {
+    let body = r.body();
+    scratch.clear();
+    status_line(scratch, r.status().as_u16());
+    for (k, v) in r.headers() {
+        push_header(scratch, k, &v);
+    }
+    push_header(scratch, "content-type", "application/json");
+    push_header(scratch, "content-length", &body.len().to_string());
+    finish_head(scratch, keep_alive);
+    scratch.extend_from_slice(&body);
+    stream.write_all(scratch).await
+}
+
+/// A stream that first yields bytes already read from it.
+struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(out.remaining());
+            out.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, out)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        b: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, b)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_path_takes_plain_gets_only() {
+        let r = FastReq::parse(b"GET /files/a?x=1 HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\n\r\n")
+            .unwrap();
+        assert_eq!(r.path, "/files/a");
+        assert_eq!(r.host.as_deref(), Some("h"));
+        assert_eq!(r.range.as_deref(), Some(&b"bytes=0-1"[..]));
+        assert!(r.keep_alive && !r.head);
+        assert!(
+            !FastReq::parse(b"HEAD / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+        for not_fast in [
+            &b"GET / HTTP/1.0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"GET http://h/ HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                FastReq::parse(not_fast).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(not_fast)
+            );
+        }
+    }
+}

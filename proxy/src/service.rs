@@ -1,0 +1,340 @@
+//! Request handling shared by both HTTP paths, and the hyper service.
+//!
+//! ```text
+//!   route (host, path) -> auth -> method:
+//!     GET/HEAD -> download::answer -> file body (hyper) | sendfile (server.rs)
+//!     POST     -> early 413 from Content-Length -> admit -> upload::multipart
+//!     PUT      -> 411/early 413 -> admit -> upload::put
+//!   every outcome -> one access-log line + request/rejection metrics
+//! ```
+//! Checks on Content-Length happen before the body is polled, so a client
+//! that sent `Expect: 100-continue` gets its 413 without sending a byte.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use crate::App;
+use crate::download::{self, Answer, COPY_CHUNK, semantics::RequestHeaders};
+use crate::error::Reject;
+use crate::limits::{BodyError, Paced};
+use crate::metrics::{PathLabels, RequestLabels};
+use crate::runtime::RouteRt;
+use crate::upload::{self, Ctx, Stored};
+
+pub type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+pub const ALLOW: &str = "GET, HEAD, POST, PUT";
+
+/// The route for a request, with the part of the path after its prefix.
+pub fn route_for(
+    app: &App,
+    host: Option<&str>,
+    path: &str,
+) -> Result<(Arc<RouteRt>, usize), Reject> {
+    let active = app.current.load().ok_or_else(|| {
+        Reject::NoConfig("the proxy has no configuration yet; see /readyz on the admin port".into())
+    })?;
+    let route = active.route(host, path).ok_or(Reject::NoRoute)?.clone();
+    let prefix = route.route.path_prefix.len();
+    Ok((route, prefix))
+}
+
+pub fn authorize(
+    route: &RouteRt,
+    authorization: Option<&[u8]>,
+    api_key: Option<&[u8]>,
+) -> Result<(), Reject> {
+    match &route.auth {
+        None => Ok(()),
+        Some(a) => a.check(authorization, api_key),
+    }
+}
+
+/// What the access log and metrics need about one finished request.
+pub struct Done<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub policy: &'a str,
+    pub status: u16,
+    pub bytes: u64,
+    pub rule: Option<&'static str>,
+    pub peer: SocketAddr,
+    pub via: &'static str,
+    pub started: Instant,
+}
+
+pub fn record(app: &App, d: Done<'_>) {
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method: d.method.to_string(),
+            policy: d.policy.to_string(),
+            status: d.status,
+        })
+        .inc();
+    if let Some(rule) = d.rule {
+        app.metrics.reject(rule);
+    }
+    tracing::info!(
+        target: "access",
+        method = d.method,
+        path = d.path,
+        policy = d.policy,
+        status = d.status,
+        bytes = d.bytes,
+        duration_ms = d.started.elapsed().as_secs_f64() * 1e3,
+        rule = d.rule.unwrap_or(""),
+        peer = %d.peer,
+        via = d.via,
+        "request"
+    );
+}
+
+fn full(status: StatusCode, headers: Vec<(&'static str, String)>, body: Vec<u8>) -> Response<Body> {
+    let mut b = Response::builder().status(status);
+    for (k, v) in headers {
+        b = b.header(k, v);
+    }
+    b.body(
+        Full::new(Bytes::from(body))
+            .map_err(|e: Infallible| match e {})
+            .boxed_unsync(),
+    )
+    .unwrap_or_else(|_| Response::new(empty()))
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|e: Infallible| match e {})
+        .boxed_unsync()
+}
+
+pub fn reject_response(r: &Reject) -> Response<Body> {
+    let mut h = r.headers();
+    h.push(("content-type", "application/json".into()));
+    full(r.status(), h, r.body())
+}
+
+/// The hyper service: one call per request on the connections hyper owns.
+pub async fn handle(
+    app: Arc<App>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let mut policy = String::new();
+    let (resp, bytes, rule) = match dispatch(&app, peer, req, &mut policy).await {
+        Ok((resp, bytes)) => (resp, bytes, None),
+        Err(r) => {
+            if matches!(r, Reject::Storage(_)) {
+                tracing::error!(error = %r, %path, "storage failure");
+            }
+            (reject_response(&r), 0, Some(r.rule()))
+        }
+    };
+    record(
+        &app,
+        Done {
+            method: &method,
+            path: &path,
+            policy: &policy,
+            status: resp.status().as_u16(),
+            bytes,
+            rule,
+            peer,
+            via: "hyper",
+            started,
+        },
+    );
+    Ok(resp)
+}
+
+fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a [u8]> {
+    req.headers().get(name).map(|v| v.as_bytes())
+}
+
+async fn dispatch(
+    app: &Arc<App>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    policy: &mut String,
+) -> Result<(Response<Body>, u64), Reject> {
+    let host = req.uri().host().map(str::to_string).or_else(|| {
+        header(&req, "host")
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .map(str::to_string)
+    });
+    let path = req.uri().path().to_string();
+    let (route, prefix) = route_for(app, host.as_deref(), &path)?;
+    policy.clone_from(&route.route.policy);
+    authorize(
+        &route,
+        header(&req, "authorization"),
+        header(&req, "x-api-key"),
+    )?;
+    let rel = &path[prefix..];
+    match *req.method() {
+        Method::GET | Method::HEAD => download_hyper(app, &route, rel, req, peer).await,
+        Method::POST => {
+            let ct = header(&req, "content-type")
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .unwrap_or("")
+                .to_string();
+            if !ct.to_ascii_lowercase().starts_with("multipart/form-data") {
+                return Err(Reject::UnsupportedMediaType(ct));
+            }
+            let limit = upload::multipart_limit(&route.route.upload);
+            if upload::content_length(req.headers())?.is_some_and(|n| n > limit) {
+                return Err(Reject::RequestTooLarge { limit });
+            }
+            let _permit = app.limits.admit(peer.ip())?;
+            let ctx = Ctx {
+                route: route.clone(),
+                fsync: app.settings.fsync,
+            };
+            let stored = upload::multipart(&ctx, rel, &ct, body_stream(app, req)).await?;
+            Ok(created(app, stored))
+        }
+        Method::PUT => {
+            let len = upload::content_length(req.headers())?;
+            let chunked = header(&req, "transfer-encoding").is_some();
+            if len.is_none() && !chunked && req.version() < Version::HTTP_2 {
+                return Err(Reject::LengthRequired);
+            }
+            let limit = route.route.upload.max_file_size;
+            if len.is_some_and(|n| n > limit) {
+                return Err(Reject::FileTooLarge { limit });
+            }
+            let _permit = app.limits.admit(peer.ip())?;
+            let ctx = Ctx {
+                route: route.clone(),
+                fsync: app.settings.fsync,
+            };
+            let ct = header(&req, "content-type")
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .map(str::to_string);
+            let stored = upload::put(&ctx, rel, ct.as_deref(), body_stream(app, req)).await?;
+            Ok(created(app, stored))
+        }
+        ref m => Err(Reject::MethodNotAllowed {
+            method: m.to_string(),
+            allow: ALLOW,
+        }),
+    }
+}
+
+fn body_stream(
+    app: &App,
+    req: Request<Incoming>,
+) -> Paced<futures_util::stream::BoxStream<'static, Result<Bytes, hyper::Error>>> {
+    let frames = BodyStream::new(req.into_body())
+        .try_filter_map(|f| futures_util::future::ready(Ok(f.into_data().ok())))
+        .boxed();
+    Paced::new(frames, app.settings.pace)
+}
+
+fn created(app: &App, stored: Stored) -> (Response<Body>, u64) {
+    let bytes = stored.bytes();
+    app.metrics.upload_bytes.inc_by(bytes);
+    app.metrics
+        .objects_stored
+        .inc_by(stored.objects.len() as u64);
+    let body = serde_json::to_vec(&stored).unwrap_or_default();
+    (
+        full(
+            StatusCode::CREATED,
+            vec![("content-type", "application/json".into())],
+            body,
+        ),
+        bytes,
+    )
+}
+
+async fn download_hyper(
+    app: &Arc<App>,
+    route: &RouteRt,
+    rel: &str,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<(Response<Body>, u64), Reject> {
+    let head = req.method() == Method::HEAD;
+    let rh = RequestHeaders {
+        range: header(&req, "range"),
+        if_match: header(&req, "if-match"),
+        if_none_match: header(&req, "if-none-match"),
+        if_modified_since: header(&req, "if-modified-since"),
+        if_unmodified_since: header(&req, "if-unmodified-since"),
+        if_range: header(&req, "if-range"),
+    };
+    let answer = download::answer(route, rel, &rh, head)?;
+    let status = StatusCode::from_u16(answer.status()).unwrap_or(StatusCode::OK);
+    let (start, len) = answer.span();
+    let mut b = Response::builder().status(status);
+    for (k, v) in answer.headers() {
+        b = b.header(k, v);
+    }
+    let Answer::Body { file, .. } = answer else {
+        return Ok((
+            b.body(empty()).unwrap_or_else(|_| Response::new(empty())),
+            0,
+        ));
+    };
+    if head {
+        return Ok((
+            b.body(empty()).unwrap_or_else(|_| Response::new(empty())),
+            0,
+        ));
+    }
+    let permit = app.limits.admit(peer.ip())?;
+    let mut file = tokio::fs::File::from_std(file);
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(|e| Reject::Storage(format!("seek: {e}")))?;
+    let counter = app
+        .metrics
+        .download_bytes
+        .get_or_create(&PathLabels {
+            path: "copy".into(),
+        })
+        .clone();
+    app.metrics
+        .download_responses
+        .get_or_create(&PathLabels {
+            path: "copy".into(),
+        })
+        .inc();
+    let stream = ReaderStream::with_capacity(file.take(len), COPY_CHUNK).map(move |r| {
+        // The permit lives as long as the body does.
+        let _held = &permit;
+        r.inspect(|c| {
+            counter.inc_by(c.len() as u64);
+        })
+        .map(Frame::data)
+    });
+    let body = StreamBody::new(stream).boxed_unsync();
+    Ok((b.body(body).unwrap_or_else(|_| Response::new(empty())), len))
+}
+
+impl From<BodyError> for Reject {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::Idle(_) => Reject::TooSlow { min_rate: 0 },
+            BodyError::TooSlow { min_rate, .. } => Reject::TooSlow { min_rate },
+            BodyError::Client(m) => Reject::ClientAborted(m),
+        }
+    }
+}
