@@ -234,6 +234,12 @@ fn compile_backend(b: &BackendSpec, secret: &SecretLookup<'_>) -> Result<Backend
         };
         return Ok(Backend::Http {
             url: h.url.trim_end_matches('/').to_string(),
+            download_url: h
+                .download_url
+                .as_deref()
+                .unwrap_or(&h.url)
+                .trim_end_matches('/')
+                .to_string(),
             mode: h.mode,
             field_name: h.field_name.clone().unwrap_or_else(|| "file".into()),
             headers: h
@@ -341,6 +347,13 @@ pub fn validate(spec: &UploadPolicySpec) -> Result<(), String> {
             return Err(format!(
                 "backend.http.url {:?} must be an http:// or https:// URL",
                 h.url
+            ));
+        }
+        if let Some(d) = &h.download_url
+            && !(d.starts_with("http://") || d.starts_with("https://"))
+        {
+            return Err(format!(
+                "backend.http.downloadUrl {d:?} must be an http:// or https:// URL"
             ));
         }
         if let Some(f) = &h.field_name

@@ -43,6 +43,8 @@ pub enum Backend {
     },
     Http {
         url: String,
+        /// Base of `GET {download_url}/{key}`.
+        download_url: String,
         mode: HttpMode,
         field_name: String,
         headers: Vec<(String, String)>,

@@ -81,6 +81,10 @@ pub struct HttpBackendSpec {
     /// Buffer bodies of unknown length (memory, then disk) to send a Content-Length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spool: Option<SpoolSpec>,
+    /// Base URL downloads are read from (`GET {downloadUrl}/{key}`). Default: `url`.
+    /// Upload servers in multipart mode often take uploads at one URL and serve files at another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_url: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -89,7 +93,7 @@ pub enum HttpMode {
     /// `PUT {url}/{key}`
     #[default]
     Put,
-    /// multipart/form-data `POST {url}`
+    /// multipart/form-data `POST {url}`, one request per file; the engine names it by its filename.
     Multipart,
 }
 

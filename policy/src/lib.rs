@@ -17,5 +17,5 @@ pub mod crd;
 pub mod quantity;
 
 pub use compile::{Compiled, Outcome, PolicyKey, compile};
-pub use config::{Backend, Checksum, Naming, ProxyConfig, Route, RouteAuth, UploadRules};
+pub use config::{Backend, Checksum, HttpMode, Naming, ProxyConfig, Route, RouteAuth, UploadRules};
 pub use crd::{UploadPolicy, UploadPolicySpec, UploadPolicyStatus};

@@ -78,6 +78,15 @@ pub enum Reject {
     ClientAborted(String),
     #[error("storage failed: {0}")]
     Storage(String),
+    #[error("storage engine failed: {message}")]
+    Backend {
+        status: Option<u16>,
+        message: String,
+    },
+    #[error("storage engine did not answer in time: {0}")]
+    BackendTimeout(String),
+    #[error("file exceeds the {limit} bytes this route can spool before sending")]
+    SpoolFull { limit: u64 },
 }
 
 impl Reject {
@@ -108,6 +117,9 @@ impl Reject {
             TooManyClientTransfers { .. } => StatusCode::TOO_MANY_REQUESTS,
             Overloaded { .. } | NoConfig(_) => StatusCode::SERVICE_UNAVAILABLE,
             Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Backend { .. } => StatusCode::BAD_GATEWAY,
+            BackendTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            SpoolFull { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -146,6 +158,9 @@ impl Reject {
             NoConfig(_) => "no_config",
             ClientAborted(_) => "client_aborted",
             Storage(_) => "storage_error",
+            Backend { .. } => "backend_error",
+            BackendTimeout(_) => "backend_timeout",
+            SpoolFull { .. } => "spool_exceeded",
         }
     }
 
@@ -165,16 +180,23 @@ impl Reject {
         }
     }
 
-    /// `{"error": rule, "message": ...}`
+    /// `{"error": rule, "message": ...}`, plus `backendStatus` when a storage engine answered.
     pub fn body(&self) -> Vec<u8> {
         #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
         struct Body<'a> {
             error: &'a str,
             message: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            backend_status: Option<u16>,
         }
         serde_json::to_vec(&Body {
             error: self.rule(),
             message: self.to_string(),
+            backend_status: match self {
+                Reject::Backend { status, .. } => *status,
+                _ => None,
+            },
         })
         .unwrap_or_default()
     }

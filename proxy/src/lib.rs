@@ -31,9 +31,13 @@ pub mod zerocopy;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backend::Remotes;
+use download::remote::BufPool;
+use download::upstream::RawPool;
 use limits::{Limits, Pace};
 use metrics::Metrics;
 use runtime::Current;
+use zerocopy::PipePool;
 
 /// Knobs of the data path, from the command line.
 #[derive(Debug, Clone)]
@@ -44,8 +48,10 @@ pub struct Settings {
     pub idle_timeout: Duration,
     pub pace: Pace,
     pub max_head: usize,
-    /// Serve plain HTTP/1.1 downloads with sendfile(2).
+    /// Serve plain HTTP/1.1 downloads on the fast path: sendfile(2) from disk.
     pub sendfile: bool,
+    /// On the fast path, move remote bodies with splice(2) (else copy through pooled buffers).
+    pub splice: bool,
     /// fsync each object before it becomes visible.
     pub fsync: bool,
     pub shutdown_grace: Duration,
@@ -57,14 +63,34 @@ pub struct App {
     pub metrics: Metrics,
     pub limits: Arc<Limits>,
     pub settings: Settings,
+    pub remotes: Remotes,
+    /// Pipes for splice(2), reused across downloads.
+    pub pipes: PipePool,
+    /// Idle keep-alive sockets to engines, for the fast path.
+    pub raw: RawPool,
+    /// Copy buffers for remote downloads that cannot be spliced.
+    pub bufs: BufPool,
+}
+
+/// Sizes of the pools and limits, from the command line.
+#[derive(Debug, Clone)]
+pub struct Capacity {
+    pub max_transfers: usize,
+    pub max_per_client: usize,
+    pub pipe_size: usize,
+    pub s3_part_size: usize,
+    pub s3_part_buffers: usize,
+    pub backend_connect_timeout: Duration,
+    pub backend_timeout: Duration,
+    pub spool_dir: std::path::PathBuf,
 }
 
 impl App {
-    pub fn new(settings: Settings, max_transfers: usize, max_per_client: usize) -> Arc<Self> {
+    pub fn new(settings: Settings, cap: Capacity) -> Arc<Self> {
         let metrics = Metrics::default();
         let limits = Limits::new(
-            max_transfers,
-            max_per_client,
+            cap.max_transfers,
+            cap.max_per_client,
             metrics.transfers_in_flight.clone(),
         );
         Arc::new(Self {
@@ -72,6 +98,16 @@ impl App {
             metrics,
             limits,
             settings,
+            remotes: Remotes {
+                client: backend::http::client(cap.backend_connect_timeout),
+                parts: backend::s3::PartPool::new(cap.s3_part_size, cap.s3_part_buffers),
+                connect_timeout: cap.backend_connect_timeout,
+                timeout: cap.backend_timeout,
+                spool_dir: cap.spool_dir,
+            },
+            pipes: PipePool::new(cap.pipe_size, 256),
+            raw: RawPool::default(),
+            bufs: BufPool::new(download::COPY_CHUNK),
         })
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use sluice_proxy::limits::Pace;
 use sluice_proxy::source::Source;
-use sluice_proxy::{App, Settings, admin, server};
+use sluice_proxy::{App, Capacity, Settings, admin, server};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -70,6 +70,23 @@ struct Args {
     /// Skip fsync before an object becomes visible (faster; a crash may leave it empty).
     #[arg(long, env = "SLUICE_NO_FSYNC")]
     no_fsync: bool,
+    /// Relay remote downloads by copying through user-space buffers instead of splice(2).
+    #[arg(long, env = "SLUICE_NO_SPLICE")]
+    no_splice: bool,
+    /// Pipe capacity asked for splice(2) (F_SETPIPE_SZ).
+    #[arg(long, env = "SLUICE_PIPE_SIZE", default_value_t = 1 << 20)]
+    pipe_size: usize,
+    /// S3 multipart part size in bytes (at least 5 MiB).
+    #[arg(long, env = "SLUICE_S3_PART_SIZE", default_value_t = 8 << 20)]
+    s3_part_size: usize,
+    /// S3 part buffers shared by all uploads: bounds S3 upload memory to this many parts.
+    #[arg(long, env = "SLUICE_S3_PART_BUFFERS", default_value_t = 16)]
+    s3_part_buffers: usize,
+    #[arg(long, env = "SLUICE_BACKEND_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    backend_connect_timeout: Duration,
+    /// Longest wait for a storage engine's answer (504 past it).
+    #[arg(long, env = "SLUICE_BACKEND_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    backend_timeout: Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -98,6 +115,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         shutdown_grace,
         no_sendfile,
         no_fsync,
+        no_splice,
+        pipe_size,
+        s3_part_size,
+        s3_part_buffers,
+        backend_connect_timeout,
+        backend_timeout,
     } = args;
     init_logs(log_format);
 
@@ -111,10 +134,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         max_head: 16 * 1024,
         sendfile: !no_sendfile,
+        splice: !no_splice,
         fsync: !no_fsync,
         shutdown_grace,
     };
-    let app = App::new(settings, max_transfers, max_transfers_per_client);
+    let app = App::new(
+        settings,
+        Capacity {
+            max_transfers,
+            max_per_client: max_transfers_per_client,
+            pipe_size,
+            s3_part_size,
+            s3_part_buffers,
+            backend_connect_timeout,
+            backend_timeout,
+            spool_dir: data_dir.join(".sluice-spool"),
+        },
+    );
     let source = Source {
         policies,
         data_dir,
@@ -135,6 +171,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         addr = %listener.local_addr()?,
         admin = %admin.local_addr()?,
         sendfile = app.settings.sendfile,
+        splice = app.settings.splice,
         "listening"
     );
 

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use sluice_policy::{Backend, Outcome, ProxyConfig, Route, UploadPolicy};
 
 use crate::auth::Authenticator;
+use crate::backend::s3::S3Target;
 use crate::metrics::{Metrics, ResultLabels, VersionLabels};
 
 /// What `sluice-proxy` serves with no `--policies`: everything under /files/ on disk, any type, 1 GiB files.
@@ -26,6 +27,8 @@ pub struct RouteRt {
     pub route: Route,
     /// For fs backends: the directory objects live in.
     pub fs_root: Option<PathBuf>,
+    /// For s3 backends: bucket and credentials, ready to sign.
+    pub s3: Option<Arc<S3Target>>,
     pub auth: Option<Authenticator>,
 }
 
@@ -40,7 +43,7 @@ impl Active {
     pub fn build(config: ProxyConfig, data_dir: &Path) -> Result<Self, String> {
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
-            let fs_root = match &r.backend {
+            let (fs_root, s3) = match &r.backend {
                 Backend::Fs { root } => {
                     // Drop "." components: create_dir_all refuses a path ending in one.
                     let p: PathBuf = data_dir
@@ -50,14 +53,50 @@ impl Active {
                         .collect();
                     std::fs::create_dir_all(&p)
                         .map_err(|e| format!("{}: fs root {}: {e}", r.policy, p.display()))?;
-                    Some(p)
+                    (Some(p), None)
                 }
-                other => {
-                    return Err(format!(
-                        "{}: backend {} is not supported by this proxy build yet",
-                        r.policy,
-                        other.kind()
-                    ));
+                Backend::Http {
+                    url,
+                    download_url,
+                    mode,
+                    spool,
+                    ..
+                } => {
+                    if *mode == sluice_policy::HttpMode::Multipart && spool.is_none() {
+                        tracing::warn!(
+                            policy = %r.policy,
+                            "multipart upload servers commonly keep a truncated upload (miniserve and copyparty do): \
+                             without spool, a file rejected or aborted mid-stream may be left partial on the engine"
+                        );
+                    }
+                    check_plain_http(url)
+                        .map_err(|e| format!("{}: backend.http.url: {e}", r.policy))?;
+                    check_plain_http(download_url)
+                        .map_err(|e| format!("{}: backend.http.downloadUrl: {e}", r.policy))?;
+                    (None, None)
+                }
+                Backend::S3 {
+                    endpoint,
+                    bucket,
+                    region,
+                    key_prefix,
+                    path_style,
+                    access_key_id,
+                    secret_access_key,
+                } => {
+                    check_plain_http(endpoint)
+                        .map_err(|e| format!("{}: backend.s3.endpoint: {e}", r.policy))?;
+                    let t = S3Target::new(
+                        endpoint,
+                        bucket,
+                        region,
+                        key_prefix,
+                        *path_style,
+                        access_key_id,
+                        secret_access_key,
+                    )
+                    .map_err(|e| format!("{}: {e}", r.policy))?;
+                    (None, Some(Arc::new(t)))
                 }
             };
             let auth = match &r.auth {
@@ -67,6 +106,7 @@ impl Active {
             routes.push(Arc::new(RouteRt {
                 route: r.clone(),
                 fs_root,
+                s3,
                 auth,
             }));
         }
@@ -75,6 +115,19 @@ impl Active {
 
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<RouteRt>> {
         self.config.route_index(host, path).map(|i| &self.routes[i])
+    }
+}
+
+/// This build speaks plain HTTP to engines; an https URL is refused at load
+/// instead of failing on the first request.
+fn check_plain_http(url: &str) -> Result<(), String> {
+    let u: url::Url = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
+    match u.scheme() {
+        "http" if u.host_str().is_some() => Ok(()),
+        "https" => Err(format!(
+            "{url:?}: https engines are not supported by this build yet; use http:// (e.g. a sidecar or in-cluster endpoint)"
+        )),
+        _ => Err(format!("{url:?} is not an http:// URL with a host")),
     }
 }
 
@@ -201,7 +254,7 @@ pub fn compile_texts(texts: &[(String, String)]) -> Result<ProxyConfig, String> 
         match outcome {
             Outcome::Accepted => tracing::info!(policy = %key, "policy accepted"),
             o => {
-                tracing::warn!(policy = %key, reason = o.reason(), message = %o.message(), "policy not accepted")
+                tracing::warn!(policy = %key, reason = o.reason(), detail = %o.message(), "policy not accepted")
             }
         }
     }

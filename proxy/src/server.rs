@@ -30,11 +30,13 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::App;
-use crate::download::{self, Answer, semantics::RequestHeaders};
+use crate::download::{self, Answer, remote, semantics::RequestHeaders};
 use crate::error::Reject;
+use crate::filters;
 use crate::metrics::PathLabels;
 use crate::service::{self, Done};
 use crate::zerocopy;
+use sluice_policy::Backend;
 
 /// Accepts until `shutdown` turns true, then drains in-flight connections for up to the grace period.
 pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
@@ -303,92 +305,120 @@ async fn serve_fast(
 ) -> bool {
     let started = Instant::now();
     let mut policy = String::new();
-    let result = (|| {
+    let rh = RequestHeaders {
+        range: req.range.as_deref(),
+        if_match: req.if_match.as_deref(),
+        if_none_match: req.if_none_match.as_deref(),
+        if_modified_since: req.if_modified_since.as_deref(),
+        if_unmodified_since: req.if_unmodified_since.as_deref(),
+        if_range: req.if_range.as_deref(),
+    };
+    let mut via = "sendfile";
+    let outcome: Result<(u16, u64, bool), Reject> = async {
         let (route, prefix) = service::route_for(app, req.host.as_deref(), &req.path)?;
         policy.clone_from(&route.route.policy);
         service::authorize(&route, req.authorization.as_deref(), req.api_key.as_deref())?;
-        let rh = RequestHeaders {
-            range: req.range.as_deref(),
-            if_match: req.if_match.as_deref(),
-            if_none_match: req.if_none_match.as_deref(),
-            if_modified_since: req.if_modified_since.as_deref(),
-            if_unmodified_since: req.if_unmodified_since.as_deref(),
-            if_range: req.if_range.as_deref(),
-        };
-        let answer = download::answer(&route, &req.path[prefix..], &rh, req.head)?;
-        let permit = match (&answer, req.head) {
+        let rel = &req.path[prefix..];
+        if !matches!(route.route.backend, Backend::Fs { .. }) {
+            via = "relay";
+            if !route.route.download_enabled {
+                return Err(Reject::DownloadDisabled(route.route.policy.clone()));
+            }
+            let key = filters::parse_key(rel).map_err(|_| Reject::NotFound)?;
+            let r = remote::via_fast(
+                app,
+                &route,
+                &key,
+                &rh,
+                req.head,
+                stream,
+                scratch,
+                req.keep_alive,
+                peer,
+            )
+            .await?;
+            return Ok((r.status, r.bytes, r.keep_alive));
+        }
+        let answer = download::answer(&route, rel, &rh, req.head)?;
+        let _permit = match (&answer, req.head) {
             (Answer::Body { .. }, false) => Some(app.limits.admit(peer.ip())?),
             _ => None,
         };
-        Ok::<_, Reject>((answer, permit))
-    })();
-    let done = |status: u16, bytes: u64, rule: Option<&'static str>| {
-        service::record(
-            app,
-            Done {
-                method: req.method,
-                path: &req.path,
-                policy: &policy,
-                status,
-                bytes,
-                rule,
-                peer,
-                via: "sendfile",
-                started,
-            },
-        )
-    };
-    let (answer, _permit) = match result {
-        Ok(a) => a,
+        Ok(send_file(app, stream, scratch, peer, answer, req.head, req.keep_alive).await)
+    }
+    .await;
+    let (status, bytes, rule, keep) = match outcome {
+        Ok((status, bytes, keep)) => (status, bytes, None, keep),
         Err(r) => {
-            if matches!(r, Reject::Storage(_)) {
-                tracing::error!(error = %r, path = %req.path, "storage failure");
+            if matches!(r, Reject::Storage(_) | Reject::Backend { .. }) {
+                tracing::error!(error = %r, path = %req.path, "backend failure");
             }
-            let ok = write_reject(stream, scratch, &r, req.keep_alive && !req.head)
-                .await
-                .is_ok();
-            done(r.status().as_u16(), 0, Some(r.rule()));
-            return ok && req.keep_alive && !req.head;
+            let keep = req.keep_alive && !req.head;
+            let ok = write_reject(stream, scratch, &r, keep).await.is_ok();
+            (r.status().as_u16(), 0, Some(r.rule()), ok && keep)
         }
     };
+    service::record(
+        app,
+        Done {
+            method: req.method,
+            path: &req.path,
+            policy: &policy,
+            status,
+            bytes,
+            rule,
+            peer,
+            via,
+            started,
+        },
+    );
+    keep
+}
+
+/// The fs answer on the fast path: head, then sendfile(2). Returns (status, bytes, keep-alive).
+async fn send_file(
+    app: &App,
+    stream: &mut TcpStream,
+    scratch: &mut Vec<u8>,
+    peer: SocketAddr,
+    answer: Answer,
+    head: bool,
+    keep_alive: bool,
+) -> (u16, u64, bool) {
     let status = answer.status();
     scratch.clear();
     status_line(scratch, status);
     for (k, v) in answer.headers() {
         push_header(scratch, k, &v);
     }
-    finish_head(scratch, req.keep_alive);
+    finish_head(scratch, keep_alive);
     if stream.write_all(scratch).await.is_err() {
-        done(status, 0, None);
-        return false;
+        return (status, 0, false);
     }
     let (start, len) = answer.span();
     let Answer::Body { file, .. } = answer else {
-        done(status, 0, None);
-        return req.keep_alive;
+        return (status, 0, keep_alive);
     };
-    if req.head {
-        done(status, 0, None);
-        return req.keep_alive;
+    if head {
+        return (status, 0, keep_alive);
     }
     let labels = PathLabels {
         path: "sendfile".into(),
     };
     app.metrics.download_responses.get_or_create(&labels).inc();
-    let sent = zerocopy::sendfile(stream, &file, start, len, app.settings.idle_timeout).await;
-    let n = *sent.as_ref().unwrap_or(&0);
-    app.metrics.download_bytes.get_or_create(&labels).inc_by(n);
-    done(status, n, None);
-    match sent {
-        Ok(_) => req.keep_alive,
+    match zerocopy::sendfile(stream, &file, start, len, app.settings.idle_timeout).await {
+        Ok(n) => {
+            app.metrics.download_bytes.get_or_create(&labels).inc_by(n);
+            (status, n, keep_alive)
+        }
         Err(e) => {
             tracing::debug!(%peer, error = %e, "sendfile stopped");
-            false
+            (status, 0, false)
         }
     }
 }
 
-fn status_line(out: &mut Vec<u8>, status: u16) {
+pub(crate) fn status_line(out: &mut Vec<u8>, status: u16) {
     let reason = StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -396,14 +426,14 @@ fn status_line(out: &mut Vec<u8>, status: u16) {
     out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
 }
 
-fn push_header(out: &mut Vec<u8>, k: &str, v: &str) {
+pub(crate) fn push_header(out: &mut Vec<u8>, k: &str, v: &str) {
     out.extend_from_slice(k.as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(v.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
-fn finish_head(out: &mut Vec<u8>, keep_alive: bool) {
+pub(crate) fn finish_head(out: &mut Vec<u8>, keep_alive: bool) {
     push_header(out, "date", &httpdate::fmt_http_date(SystemTime::now()));
     if !keep_alive {
         push_header(out, "connection", "close");

@@ -26,12 +26,13 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use crate::App;
-use crate::download::{self, Answer, COPY_CHUNK, semantics::RequestHeaders};
+use crate::download::{self, Answer, COPY_CHUNK, remote, semantics::RequestHeaders};
 use crate::error::Reject;
 use crate::limits::{BodyError, Paced};
 use crate::metrics::{PathLabels, RequestLabels};
 use crate::runtime::RouteRt;
 use crate::upload::{self, Ctx, Stored};
+use sluice_policy::Backend;
 
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -204,9 +205,13 @@ async fn dispatch(
             let _permit = app.limits.admit(peer.ip())?;
             let ctx = Ctx {
                 route: route.clone(),
+                remotes: &app.remotes,
                 fsync: app.settings.fsync,
             };
-            let stored = upload::multipart(&ctx, rel, &ct, body_stream(app, req)).await?;
+            let (slot, body) = body_stream(app, req);
+            let stored = upload::multipart(&ctx, rel, &ct, body)
+                .await
+                .inspect_err(|_| slot.linger())?;
             Ok(created(app, stored))
         }
         Method::PUT => {
@@ -222,12 +227,16 @@ async fn dispatch(
             let _permit = app.limits.admit(peer.ip())?;
             let ctx = Ctx {
                 route: route.clone(),
+                remotes: &app.remotes,
                 fsync: app.settings.fsync,
             };
             let ct = header(&req, "content-type")
                 .and_then(|c| std::str::from_utf8(c).ok())
                 .map(str::to_string);
-            let stored = upload::put(&ctx, rel, ct.as_deref(), body_stream(app, req)).await?;
+            let (slot, body) = body_stream(app, req);
+            let stored = upload::put(&ctx, rel, ct.as_deref(), len, body)
+                .await
+                .inspect_err(|_| slot.linger())?;
             Ok(created(app, stored))
         }
         ref m => Err(Reject::MethodNotAllowed {
@@ -240,11 +249,96 @@ async fn dispatch(
 fn body_stream(
     app: &App,
     req: Request<Incoming>,
-) -> Paced<futures_util::stream::BoxStream<'static, Result<Bytes, hyper::Error>>> {
-    let frames = BodyStream::new(req.into_body())
+) -> (
+    BodySlot,
+    Paced<futures_util::stream::BoxStream<'static, Result<Bytes, hyper::Error>>>,
+) {
+    let expect_continue =
+        header(&req, "expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
+    let slot = BodySlot(Arc::new(std::sync::Mutex::new(SlotState {
+        linger: req.version() < Version::HTTP_2,
+        body: Some(req.into_body()),
+        polled: false,
+        expect_continue,
+    })));
+    let frames = BodyStream::new(slot.clone())
         .try_filter_map(|f| futures_util::future::ready(Ok(f.into_data().ok())))
         .boxed();
-    Paced::new(frames, app.settings.pace)
+    (slot, Paced::new(frames, app.settings.pace))
+}
+
+/// Most of what is left of a request body that is read after an early answer.
+const LINGER_BYTES: u64 = 4 << 20;
+/// How long that reading may take.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The request body of an upload, shared between the upload pipeline and `linger`.
+///
+/// An upload can be rejected while the client is still sending (a file too large
+/// mid-stream, a wrong type). Closing a socket that has unread bytes makes the kernel
+/// send a reset, and a client still writing then sees a broken pipe instead of the
+/// JSON answer. So after a rejection the rest of the body is read and dropped, up to
+/// `LINGER_BYTES` or `LINGER_TIME` (nginx's "lingering close"), while hyper writes the
+/// answer; past either bound the connection is closed. HTTP/2 needs none of this (a
+/// stream reset leaves the connection alone), and neither does a client that sent
+/// `Expect: 100-continue` and was answered before it got its `100 Continue`.
+#[derive(Clone)]
+struct BodySlot(Arc<std::sync::Mutex<SlotState>>);
+
+struct SlotState {
+    /// Taken by `linger`.
+    body: Option<Incoming>,
+    /// False over HTTP/2.
+    linger: bool,
+    polled: bool,
+    expect_continue: bool,
+}
+
+impl BodySlot {
+    fn linger(&self) {
+        let Ok(mut s) = self.0.lock() else { return };
+        if !s.linger || (s.expect_continue && !s.polled) {
+            return;
+        }
+        let Some(mut body) = s.body.take() else {
+            return;
+        };
+        drop(s);
+        if hyper::body::Body::is_end_stream(&body) {
+            return;
+        }
+        tokio::spawn(async move {
+            let drain = async {
+                let mut n = 0u64;
+                while let Some(Ok(f)) = body.frame().await {
+                    n += f.data_ref().map_or(0, |d| d.len() as u64);
+                    if n > LINGER_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+        });
+    }
+}
+
+impl hyper::body::Body for BodySlot {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let Ok(mut s) = self.0.lock() else {
+            return std::task::Poll::Ready(None);
+        };
+        s.polled = true;
+        match s.body.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
 }
 
 fn created(app: &App, stored: Stored) -> (Response<Body>, u64) {
@@ -280,6 +374,13 @@ async fn download_hyper(
         if_unmodified_since: header(&req, "if-unmodified-since"),
         if_range: header(&req, "if-range"),
     };
+    if !matches!(route.route.backend, Backend::Fs { .. }) {
+        if !route.route.download_enabled {
+            return Err(Reject::DownloadDisabled(route.route.policy.clone()));
+        }
+        let key = crate::filters::parse_key(rel).map_err(|_| Reject::NotFound)?;
+        return remote::via_hyper(app, route, &key, &rh, head, peer).await;
+    }
     let answer = download::answer(route, rel, &rh, head)?;
     let status = StatusCode::from_u16(answer.status()).unwrap_or(StatusCode::OK);
     let (start, len) = answer.span();

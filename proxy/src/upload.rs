@@ -4,9 +4,10 @@
 //!   body -> Paced (idle, min rate) -> Metered (framing budget) -> multer
 //!        -> per file part: name/extension/declared type checks
 //!           -> first SNIFF_LEN bytes held, sniffed, checked (verify_content)
-//!           -> size counted mid-stream -> FsPart pipe -> temp file
-//!   every part done and every rule passed -> rename all into place -> 201
-//!   any failure -> every temp file of the request is unlinked
+//!           -> size counted mid-stream -> backend Part (pipe -> fs | http | s3)
+//!   every part done and every rule passed -> commit all -> 201
+//!   any failure -> nothing of the request stays (see backend: temp files
+//!   unlinked, engine requests aborted mid-body, S3 uploads aborted)
 //! ```
 //! A request stores all of its files or none: a 4xx never leaves some of
 //! them behind. multer buffers part headers and any preamble until it finds
@@ -25,7 +26,7 @@ use http::HeaderMap;
 use serde::Serialize;
 use sluice_policy::{Checksum, Naming, UploadRules};
 
-use crate::backend::fs::{FsPart, Staged};
+use crate::backend::{NewObject, Part, Remotes, Staged};
 use crate::error::Reject;
 use crate::filters::{self, SNIFF_LEN};
 use crate::limits::BodyError;
@@ -60,8 +61,9 @@ impl Stored {
     }
 }
 
-pub struct Ctx {
+pub struct Ctx<'a> {
     pub route: Arc<RouteRt>,
+    pub remotes: &'a Remotes,
     pub fsync: bool,
 }
 
@@ -88,7 +90,7 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Reject> {
 
 /// `dir` is the request path after the route prefix ("" or "sub/dir/").
 pub async fn multipart<S>(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     dir: &str,
     content_type: &str,
     body: S,
@@ -175,12 +177,7 @@ where
             },
         };
         check_declared(rules, &name, &declared)?;
-        let mut part = FsPart::create(
-            fs_root(ctx)?,
-            &key,
-            rules.checksum == Checksum::Sha256,
-            ctx.fsync,
-        )?;
+        let mut part = open(ctx, &key, &declared, None)?;
         let mut chunks = (&mut field).map(|r| {
             r.inspect(|c| {
                 meter.credit.fetch_add(c.len() as u64, Ordering::Relaxed);
@@ -191,9 +188,9 @@ where
         let s = part.finish().await?;
         let obj = StoredObject {
             key,
-            size: s.written.size,
+            size: s.written().size,
             content_type: declared,
-            sha256: s.written.sha256.clone(),
+            sha256: s.written().sha256.clone(),
         };
         staged.push((s, obj));
     }
@@ -205,9 +202,10 @@ where
 
 /// Raw `PUT {prefix}{key}`: one object, the request body is the file.
 pub async fn put<S>(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     key: &str,
     content_type: Option<&str>,
+    known_len: Option<u64>,
     body: S,
 ) -> Result<Stored, Reject>
 where
@@ -222,29 +220,36 @@ where
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| "application/octet-stream".into());
     check_declared(rules, &name, &declared)?;
-    let mut part = FsPart::create(
-        fs_root(ctx)?,
-        &key,
-        rules.checksum == Checksum::Sha256,
-        ctx.fsync,
-    )?;
+    let mut part = open(ctx, &key, &declared, known_len)?;
     let mut chunks = body.map(|r| r.map_err(Reject::from));
     pump(&mut chunks, rules, &declared, &mut part).await?;
     let s = part.finish().await?;
     let obj = StoredObject {
         key,
-        size: s.written.size,
+        size: s.written().size,
         content_type: declared,
-        sha256: s.written.sha256.clone(),
+        sha256: s.written().sha256.clone(),
     };
     commit(vec![(s, obj)])
 }
 
-fn fs_root(ctx: &Ctx) -> Result<&std::path::Path, Reject> {
-    ctx.route
-        .fs_root
-        .as_deref()
-        .ok_or_else(|| Reject::Storage("route has no fs backend".into()))
+fn open(
+    ctx: &Ctx<'_>,
+    key: &str,
+    content_type: &str,
+    known_len: Option<u64>,
+) -> Result<Part, Reject> {
+    Part::open(
+        &ctx.route,
+        ctx.remotes,
+        &NewObject {
+            key,
+            content_type,
+            known_len,
+            checksum: ctx.route.route.upload.checksum == Checksum::Sha256,
+            fsync: ctx.fsync,
+        },
+    )
 }
 
 fn check_declared(rules: &UploadRules, name: &str, declared: &str) -> Result<(), Reject> {
@@ -277,7 +282,7 @@ async fn pump<S>(
     chunks: &mut S,
     rules: &UploadRules,
     declared: &str,
-    part: &mut FsPart,
+    part: &mut Part,
 ) -> Result<(), Reject>
 where
     S: Stream<Item = Result<Bytes, Reject>> + Unpin,

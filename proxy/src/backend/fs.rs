@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::Written;
 use crate::error::Reject;
 
 /// Chunks in flight between the network and the disk for one object.
@@ -29,14 +30,14 @@ pub const PIPE_DEPTH: usize = 4;
 /// Our temp files start with this; `filters` refuses keys that do.
 pub const TEMP_PREFIX: &str = ".sluice-tmp-";
 
-#[derive(Debug, Clone)]
-pub struct Written {
-    pub size: u64,
-    pub sha256: Option<String>,
-}
-
 /// Unlinks a temp file when dropped, unless disarmed by a commit.
-struct TempGuard(Option<PathBuf>);
+pub struct TempGuard(Option<PathBuf>);
+
+impl TempGuard {
+    pub fn new(path: PathBuf) -> Self {
+        Self(Some(path))
+    }
+}
 
 impl Drop for TempGuard {
     fn drop(&mut self) {

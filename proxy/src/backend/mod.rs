@@ -1,5 +1,220 @@
 //! Storage backends. Each takes an object as a stream of `Bytes` through a
 //! bounded channel (the pipe) and either commits it whole or leaves nothing.
-//! Only `fs` exists so far; `http` and `s3` plug in behind the same shape.
+//!
+//! ```text
+//!   Part::write(Bytes)*  -> Part::finish() -> Staged -> Staged::commit()
+//!      fs:   temp file, renamed into place at commit
+//!      http: one streamed request; stored by the engine when the body ends
+//!      s3:   PutObject, or a multipart upload completed at finish
+//!   dropped before finish: temp file unlinked / request aborted mid-body /
+//!   multipart upload aborted. Dropped after finish but before commit (another
+//!   file of the same request failed): the object is deleted again where the
+//!   engine has a delete (fs, http put, s3).
+//! ```
 
 pub mod fs;
+pub mod http;
+pub mod s3;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_policy::Backend;
+
+use crate::error::Reject;
+use crate::runtime::RouteRt;
+
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub size: u64,
+    pub sha256: Option<String>,
+}
+
+/// Shared clients and pools of the remote backends.
+pub struct Remotes {
+    pub client: http::Client,
+    pub parts: Arc<s3::PartPool>,
+    pub connect_timeout: Duration,
+    /// Longest wait for an engine's answer.
+    pub timeout: Duration,
+    pub spool_dir: PathBuf,
+}
+
+/// How to take back an object stored before its request failed.
+pub enum Undo {
+    HttpDelete {
+        client: http::Client,
+        uri: String,
+        headers: Vec<(String, String)>,
+    },
+    S3Delete {
+        client: http::Client,
+        url: url::Url,
+    },
+}
+
+impl Undo {
+    fn spawn(self) {
+        let (client, uri, headers) = match self {
+            Undo::HttpDelete {
+                client,
+                uri,
+                headers,
+            } => (client, uri, headers),
+            Undo::S3Delete { client, url } => (client, url.to_string(), vec![]),
+        };
+        tokio::spawn(async move {
+            let mut req = ::http::Request::delete(uri.as_str());
+            for (k, v) in &headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+            let Ok(req) = req.body(http::empty_body()) else {
+                return;
+            };
+            match client.request(req).await {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(%uri, "deleted an object whose request failed")
+                }
+                Ok(r) => {
+                    tracing::warn!(%uri, status = r.status().as_u16(), "could not delete an object whose request failed")
+                }
+                Err(e) => {
+                    tracing::warn!(%uri, error = %e, "could not delete an object whose request failed")
+                }
+            }
+        });
+    }
+}
+
+pub enum Part {
+    Fs(fs::FsPart),
+    Http(Box<http::HttpPart>),
+    S3(Box<s3::S3Part>),
+}
+
+pub enum Staged {
+    Fs(fs::Staged),
+    Remote { written: Written, undo: UndoGuard },
+}
+
+/// Runs its undo when dropped, unless the request committed.
+pub struct UndoGuard(Option<Box<Undo>>);
+
+impl Drop for UndoGuard {
+    fn drop(&mut self) {
+        if let Some(u) = self.0.take() {
+            u.spawn();
+        }
+    }
+}
+
+/// What an object is, for the backend to open it.
+pub struct NewObject<'a> {
+    pub key: &'a str,
+    pub content_type: &'a str,
+    pub known_len: Option<u64>,
+    pub checksum: bool,
+    pub fsync: bool,
+}
+
+impl Part {
+    pub fn open(route: &RouteRt, remotes: &Remotes, o: &NewObject<'_>) -> Result<Self, Reject> {
+        match &route.route.backend {
+            Backend::Fs { .. } => {
+                let root = route
+                    .fs_root
+                    .as_deref()
+                    .ok_or_else(|| Reject::Storage("fs route without a root".into()))?;
+                Ok(Part::Fs(fs::FsPart::create(
+                    root, o.key, o.checksum, o.fsync,
+                )?))
+            }
+            Backend::Http {
+                url,
+                mode,
+                field_name,
+                headers,
+                spool,
+                ..
+            } => Ok(Part::Http(Box::new(http::HttpPart::create(
+                &remotes.client,
+                &http::Target {
+                    url,
+                    mode: *mode,
+                    field_name,
+                    headers,
+                    spool: *spool,
+                    spool_dir: &remotes.spool_dir,
+                    timeout: remotes.timeout,
+                },
+                o.key,
+                o.content_type,
+                o.known_len,
+                o.checksum,
+            )?))),
+            Backend::S3 { .. } => {
+                let target = route
+                    .s3
+                    .clone()
+                    .ok_or_else(|| Reject::Storage("s3 route without a bucket".into()))?;
+                Ok(Part::S3(Box::new(s3::S3Part::new(
+                    target,
+                    remotes,
+                    o.key,
+                    o.content_type,
+                    o.known_len,
+                    o.checksum,
+                ))))
+            }
+        }
+    }
+
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), Reject> {
+        match self {
+            Part::Fs(p) => p.write(chunk).await,
+            Part::Http(p) => p.write(chunk).await,
+            Part::S3(p) => p.write(chunk).await,
+        }
+    }
+
+    pub async fn finish(self) -> Result<Staged, Reject> {
+        match self {
+            Part::Fs(p) => Ok(Staged::Fs(p.finish().await?)),
+            Part::Http(p) => {
+                let (written, undo) = (*p).finish().await?;
+                Ok(Staged::Remote {
+                    written,
+                    undo: UndoGuard(undo.map(Box::new)),
+                })
+            }
+            Part::S3(p) => {
+                let (written, undo) = (*p).finish().await?;
+                Ok(Staged::Remote {
+                    written,
+                    undo: UndoGuard(undo.map(Box::new)),
+                })
+            }
+        }
+    }
+}
+
+impl Staged {
+    pub fn written(&self) -> &Written {
+        match self {
+            Staged::Fs(s) => &s.written,
+            Staged::Remote { written, .. } => written,
+        }
+    }
+
+    pub fn commit(self) -> Result<(), Reject> {
+        match self {
+            Staged::Fs(s) => s.commit(),
+            Staged::Remote { mut undo, .. } => {
+                undo.0 = None;
+                Ok(())
+            }
+        }
+    }
+}

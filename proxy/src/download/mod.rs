@@ -10,7 +10,9 @@
 //! Both paths share `answer` and `headers`, so they cannot disagree on
 //! status, headers or bytes.
 
+pub mod remote;
 pub mod semantics;
+pub mod upstream;
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;

@@ -1,0 +1,649 @@
+//! `sluice-bench`: throughput, CPU and peak memory of the release `sluice-proxy`.
+//!
+//! ```text
+//!   cargo build --release -p sluice-proxy -> target/release/sluice-proxy
+//!   target/bench-data/data-{64M,1G,4G}.bin (xorshift bytes: nothing compresses)
+//!   per size, per run:  fresh proxy -> curl -F (multipart POST)  -> 201, size on disk
+//!                       fresh proxy -> curl GET (sendfile path)  -> 200, byte count
+//!   concurrent, per run: fresh proxy -> 64 x curl -F of the 64M file at once
+//!   each phase: wall time, MiB/s, proxy CPU (/proc/PID/stat) per GiB,
+//!               VmRSS sampled every 10 ms, VmHWM at the end
+//! ```
+//! A fresh proxy per measurement makes VmHWM (the kernel's own peak RSS) that
+//! measurement's peak and nothing else's; the 10 ms samples add the resident
+//! size at start, so baseline and growth can be told apart. curl is the client
+//! so the bench's own memory and CPU never mix with the proxy's. Timing
+//! targets print PASS/MISS; only functional failures (a status other than
+//! 201/200, a wrong size) make the exit code non-zero.
+#![forbid(unsafe_code)]
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Parser;
+use serde_json::{Value, json};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const CONCURRENT: usize = 64;
+/// The project's memory targets, MiB.
+const PEAK_TARGET: f64 = 32.0;
+const GROWTH_TARGET: f64 = 4.0;
+const CONCURRENT_TARGET: f64 = 96.0;
+
+/// Measures sluice-proxy uploads and downloads with curl as the client.
+#[derive(Parser, Debug)]
+struct Args {
+    /// File sizes to move (K, M or G suffix, powers of 1024).
+    #[arg(long, value_delimiter = ',', default_value = "64M,1G,4G", value_parser = parse_size)]
+    sizes: Vec<u64>,
+    /// Runs per scenario; tables show the median with min..max.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Skip the 64 concurrent uploads.
+    #[arg(long)]
+    skip_concurrent: bool,
+    /// Keep target/bench-data for the next run (it is reused when sizes match).
+    #[arg(long)]
+    keep_data: bool,
+    /// Use this proxy binary instead of building target/release/sluice-proxy.
+    #[arg(long)]
+    proxy: Option<PathBuf>,
+    #[arg(long, env = "CARGO_TARGET_DIR", hide = true)]
+    target_dir: Option<PathBuf>,
+    #[arg(long, env = "CARGO", default_value = "cargo", hide = true)]
+    cargo: PathBuf,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (n, unit) = s.trim().split_at(s.trim().len().saturating_sub(1));
+    let mult = match unit {
+        "K" | "k" => 1 << 10,
+        "M" | "m" => MIB,
+        "G" | "g" => GIB,
+        _ => return Err(format!("{s:?}: want a number with K, M or G")),
+    };
+    n.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn label(bytes: u64) -> String {
+    match bytes {
+        b if b % GIB == 0 => format!("{}G", b / GIB),
+        b if b % MIB == 0 => format!("{}M", b / MIB),
+        b => format!("{}K", b / 1024),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let Args {
+        sizes,
+        runs,
+        skip_concurrent,
+        keep_data,
+        proxy,
+        target_dir,
+        cargo,
+    } = Args::parse();
+    ensure!(runs > 0, "--runs must be at least 1");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("bench/ has a parent")?
+        .to_path_buf();
+    let target = target_dir.unwrap_or_else(|| root.join("target"));
+    let bin = match proxy {
+        Some(p) => p,
+        None => {
+            let st = Command::new(&cargo)
+                .args(["build", "--release", "-p", "sluice-proxy"])
+                .current_dir(&root)
+                .status()
+                .context("running cargo build")?;
+            ensure!(st.success(), "cargo build --release -p sluice-proxy failed");
+            target.join("release/sluice-proxy")
+        }
+    };
+    // Ticks per second of utime/stime in /proc/PID/stat.
+    let out = Command::new("getconf").arg("CLK_TCK").output()?;
+    let clk_tck: f64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+
+    let data_dir = target.join("bench-data");
+    let tmp_dir = target.join("bench-tmp");
+    fs::create_dir_all(&data_dir)?;
+    fs::create_dir_all(&tmp_dir)?;
+    let mut files = sizes.clone();
+    if !skip_concurrent && !files.contains(&(64 * MIB)) {
+        files.push(64 * MIB);
+    }
+    for &size in &files {
+        ensure_data(&data_dir, size)?;
+    }
+    let env = Env {
+        bin,
+        clk_tck,
+        data_dir: data_dir.clone(),
+        tmp_dir: tmp_dir.clone(),
+    };
+    println!(
+        "proxy {}  runs {runs}  CLK_TCK {clk_tck}  data {}",
+        env.bin.display(),
+        data_dir.display()
+    );
+
+    let mut failures = Vec::new();
+    let (mut uploads, mut downloads) = (Vec::new(), Vec::new());
+    for &size in &sizes {
+        let mut up = Row::new(label(size), size);
+        let mut down = Row::new(label(size), size);
+        for run in 1..=runs {
+            eprintln!("[{}] run {run}/{runs}", up.name);
+            match single(&env, size) {
+                Ok((u, d)) => {
+                    up.runs.push(u);
+                    down.runs.push(d);
+                }
+                Err(e) => failures.push(format!("{} run {run}: {e:#}", up.name)),
+            }
+        }
+        uploads.push(up);
+        downloads.push(down);
+    }
+    let mut concurrent = Row::new(format!("{CONCURRENT}x64M"), 64 * MIB);
+    for run in (1..=runs).filter(|_| !skip_concurrent) {
+        eprintln!("[{}] run {run}/{runs}", concurrent.name);
+        match many(&env, 64 * MIB) {
+            Ok(s) => concurrent.runs.push(s),
+            Err(e) => failures.push(format!("concurrent run {run}: {e:#}")),
+        }
+    }
+
+    println!();
+    table("upload: multipart POST, curl -F", &uploads);
+    table(
+        "download: GET over HTTP/1.1 (sendfile fast path)",
+        &downloads,
+    );
+    let concurrent = (!skip_concurrent).then_some(concurrent);
+    if let Some(c) = &concurrent {
+        table(
+            "concurrent: 64 multipart uploads of 64M at once",
+            std::slice::from_ref(c),
+        );
+    }
+    let targets = targets(&uploads, &downloads, concurrent.as_ref());
+    println!("targets (peaks: worst VmHWM of the runs; growth: of the medians)");
+    for t in &targets {
+        println!("  {:<4}  {:<50} {}", t.verdict, t.name, t.detail);
+    }
+
+    let summary = json!({
+        "proxy": env.bin,
+        "runs": runs,
+        "clk_tck": clk_tck,
+        "upload": rows_json(&uploads),
+        "download": rows_json(&downloads),
+        "concurrent": concurrent.as_ref().map(|c| rows_json(std::slice::from_ref(c))),
+        "targets": targets.iter().map(|t| json!({"target": t.name, "verdict": t.verdict, "detail": t.detail})).collect::<Vec<_>>(),
+        "failures": failures,
+    });
+    let json_path = target.join("bench-results.json");
+    fs::write(&json_path, serde_json::to_vec_pretty(&summary)?)?;
+    println!("\nwrote {}", json_path.display());
+
+    if !keep_data {
+        fs::remove_dir_all(&data_dir)?;
+    }
+    let _ = fs::remove_dir(&tmp_dir);
+    for f in &failures {
+        eprintln!("FAILED: {f}");
+    }
+    ensure!(
+        failures.is_empty(),
+        "{} functional failure(s)",
+        failures.len()
+    );
+    Ok(())
+}
+
+struct Env {
+    bin: PathBuf,
+    clk_tck: f64,
+    data_dir: PathBuf,
+    tmp_dir: PathBuf,
+}
+
+fn data_file(dir: &Path, size: u64) -> PathBuf {
+    dir.join(format!("data-{}.bin", label(size)))
+}
+
+/// Writes `size` pseudo-random bytes unless a file of that size is already there.
+fn ensure_data(dir: &Path, size: u64) -> anyhow::Result<()> {
+    let path = data_file(dir, size);
+    if fs::metadata(&path).is_ok_and(|m| m.len() == size) {
+        return Ok(());
+    }
+    eprintln!("generating {} ({size} bytes)", path.display());
+    let part = path.with_extension("part");
+    let mut f = std::io::BufWriter::with_capacity(MIB as usize, File::create(&part)?);
+    // xorshift64: a few GB/s, and incompressible enough for any transport or disk.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ size;
+    let mut block = vec![0u8; MIB as usize];
+    let mut left = size;
+    while left > 0 {
+        for w in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(MIB) as usize;
+        f.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    f.into_inner()?.sync_all()?;
+    fs::rename(&part, &path)?;
+    Ok(())
+}
+
+/// One phase's figures; memory in MiB.
+#[derive(Clone, Debug, Default)]
+struct Sample {
+    bytes: u64,
+    wall_s: f64,
+    cpu_s: f64,
+    rss_start: f64,
+    rss_max: f64,
+    hwm: f64,
+}
+
+impl Sample {
+    fn mib_s(&self) -> f64 {
+        self.bytes as f64 / MIB as f64 / self.wall_s
+    }
+    fn cpu_per_gib(&self) -> f64 {
+        self.cpu_s / (self.bytes as f64 / GIB as f64)
+    }
+}
+
+/// A policies dir and a store dir, removed when dropped.
+struct Workdir {
+    dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    fn new(env: &Env) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(&env.tmp_dir)?;
+        fs::create_dir(dir.path().join("policies"))?;
+        fs::create_dir(dir.path().join("store"))?;
+        fs::write(
+            dir.path().join("policies/bench.yaml"),
+            "apiVersion: sluice.dev/v1alpha1\nkind: UploadPolicy\n\
+             metadata: {name: bench, namespace: default}\n\
+             spec:\n  pathPrefix: /bench/\n  backend: {fs: {root: .}}\n\
+             \x20 upload: {maxFileSize: 8Gi, checksum: sha256}\n",
+        )?;
+        Ok(Self { dir })
+    }
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+}
+
+/// A running proxy; killed when dropped. Its stdout is drained by a thread
+/// that keeps the `via` of each access-log line.
+struct Proxy {
+    child: Child,
+    pid: u32,
+    addr: String,
+    vias: Arc<Mutex<Vec<String>>>,
+    clk_tck: f64,
+}
+
+impl Proxy {
+    fn start(env: &Env, work: &Workdir, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(&env.bin)
+            .arg("--policies")
+            .arg(work.dir.path().join("policies"))
+            .arg("--data-dir")
+            .arg(work.store())
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", env.bin.display()))?;
+        let pid = child.id();
+        let mut lines = BufReader::new(child.stdout.take().context("proxy stdout")?).lines();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                bail!("proxy exited before listening: {:?}", child.wait()?);
+            };
+            let v: Value = serde_json::from_str(&line?).unwrap_or(Value::Null);
+            if v["message"] == "listening" {
+                break v["addr"]
+                    .as_str()
+                    .context("listening line has addr")?
+                    .to_string();
+            }
+        };
+        let vias = Arc::new(Mutex::new(Vec::new()));
+        let sink = vias.clone();
+        thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                if let Some(via) = v["via"].as_str() {
+                    sink.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(via.into());
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            pid,
+            addr,
+            vias,
+            clk_tck: env.clk_tck,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}/bench/{path}", self.addr)
+    }
+
+    /// utime + stime of every thread, live or exited.
+    fn cpu_s(&self) -> anyhow::Result<f64> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        // Fields after "(comm)": state is field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(')').context("stat format")?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+        Ok(ticks as f64 / self.clk_tck)
+    }
+
+    /// Measures `work`, which moves `bytes` through this proxy.
+    fn measure(
+        &self,
+        bytes: u64,
+        work: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Sample> {
+        let rss_start = status_mib(self.pid, "VmRSS:")?;
+        let cpu0 = self.cpu_s()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = sample_rss(self.pid, stop.clone());
+        let t0 = Instant::now();
+        let done = work();
+        let wall_s = t0.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        let rss_max = sampler.join().unwrap_or(f64::NAN);
+        done?;
+        Ok(Sample {
+            bytes,
+            wall_s,
+            cpu_s: self.cpu_s()? - cpu0,
+            rss_start,
+            rss_max,
+            hwm: status_mib(self.pid, "VmHWM:")?,
+        })
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A "Key:   1234 kB" line of /proc/PID/status, in MiB.
+fn status_mib(pid: u32, key: &str) -> anyhow::Result<f64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = s.lines().find(|l| l.starts_with(key));
+    let kib: u64 = line
+        .and_then(|l| l.split_whitespace().nth(1))
+        .context(key.to_string())?
+        .parse()?;
+    Ok(kib as f64 / 1024.0)
+}
+
+/// Highest VmRSS seen every 10 ms until `stop`: a per-phase peak beside VmHWM.
+fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> JoinHandle<f64> {
+    thread::spawn(move || {
+        let mut max = 0f64;
+        while !stop.load(Ordering::Relaxed) {
+            max = max.max(status_mib(pid, "VmRSS:").unwrap_or(0.0));
+            thread::sleep(Duration::from_millis(10));
+        }
+        max
+    })
+}
+
+fn upload_cmd(file: &Path, url: &str) -> Command {
+    let mut c = Command::new("curl");
+    c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-F"])
+        .arg(format!("file=@{}", file.display()))
+        .arg(url);
+    c
+}
+
+fn expect_stored(path: &Path, size: u64) -> anyhow::Result<()> {
+    let got = fs::metadata(path)
+        .with_context(|| format!("stored object {}", path.display()))?
+        .len();
+    ensure!(got == size, "{}: {got} bytes, want {size}", path.display());
+    Ok(())
+}
+
+/// One upload, then one download, each on a fresh proxy.
+fn single(env: &Env, size: u64) -> anyhow::Result<(Sample, Sample)> {
+    let work = Workdir::new(env)?;
+    let file = data_file(&env.data_dir, size);
+    let name = file.file_name().context("file name")?.to_string_lossy();
+    let stored = work.store().join(&*name);
+
+    let proxy = Proxy::start(env, &work, &[])?;
+    let up = proxy.measure(size, || {
+        let out = upload_cmd(&file, &proxy.url("")).output()?;
+        let code = String::from_utf8_lossy(&out.stdout);
+        ensure!(code == "201", "upload answered {code}, want 201");
+        expect_stored(&stored, size)
+    })?;
+    drop(proxy);
+
+    let proxy = Proxy::start(env, &work, &[])?;
+    let down = proxy.measure(size, || {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w"])
+            .arg("%{http_code} %{size_download}")
+            .arg(proxy.url(&name))
+            .output()?;
+        let got = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            got == format!("200 {size}"),
+            "download got {got:?}, want \"200 {size}\""
+        );
+        Ok(())
+    })?;
+    let vias = proxy.vias.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if vias.iter().any(|v| v != "sendfile") {
+        eprintln!("note: download served via {vias:?}, not only sendfile");
+    }
+    drop(proxy);
+    fs::remove_file(&stored)?;
+    Ok((up, down))
+}
+
+/// CONCURRENT uploads of the same file at once, each into its own directory.
+fn many(env: &Env, size: u64) -> anyhow::Result<Sample> {
+    let work = Workdir::new(env)?;
+    let file = data_file(&env.data_dir, size);
+    let name = file.file_name().context("file name")?.to_string_lossy();
+    // The default per-client cap is 64 and every curl comes from 127.0.0.1.
+    let proxy = Proxy::start(env, &work, &["--max-transfers-per-client", "128"])?;
+    let total = size * CONCURRENT as u64;
+    let sample = proxy.measure(total, || {
+        let children = (0..CONCURRENT)
+            .map(|i| {
+                upload_cmd(&file, &proxy.url(&format!("c{i}/")))
+                    .stdout(Stdio::piped())
+                    .spawn()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut bad = Vec::new();
+        for (i, c) in children.into_iter().enumerate() {
+            let code = String::from_utf8_lossy(&c.wait_with_output()?.stdout).into_owned();
+            if code != "201" {
+                bad.push(format!("c{i}: {code}"));
+            }
+        }
+        ensure!(
+            bad.is_empty(),
+            "{} of {CONCURRENT} not 201: {bad:?}",
+            bad.len()
+        );
+        Ok(())
+    });
+    for i in 0..CONCURRENT {
+        let stored = work.store().join(format!("c{i}")).join(&*name);
+        if sample.is_ok() {
+            expect_stored(&stored, size)?;
+        }
+        let _ = fs::remove_file(&stored);
+    }
+    sample
+}
+
+/// (median, min, max)
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let med = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (med, v[0], v[n - 1])
+}
+
+/// One scenario at one size: every run's figures.
+struct Row {
+    name: String,
+    /// Per transfer; a concurrent sample moves CONCURRENT times this.
+    bytes: u64,
+    runs: Vec<Sample>,
+}
+
+impl Row {
+    fn new(name: String, bytes: u64) -> Self {
+        let runs = Vec::new();
+        Self { name, bytes, runs }
+    }
+    fn stats(&self, f: fn(&Sample) -> f64) -> (f64, f64, f64) {
+        stats(self.runs.iter().map(f).collect())
+    }
+    fn worst_hwm(&self) -> Option<f64> {
+        self.runs.iter().map(|s| s.hwm).max_by(f64::total_cmp)
+    }
+}
+
+type Metric = (&'static str, &'static str, fn(&Sample) -> f64);
+const METRICS: [Metric; 6] = [
+    ("wall_s", "wall s", |s| s.wall_s),
+    ("mib_s", "MiB/s", Sample::mib_s),
+    ("cpu_s_per_gib", "CPU s/GiB", Sample::cpu_per_gib),
+    ("rss_start_mib", "RSS start MiB", |s| s.rss_start),
+    ("rss_max_sampled_mib", "RSS max MiB", |s| s.rss_max),
+    ("vm_hwm_mib", "VmHWM MiB", |s| s.hwm),
+];
+
+fn table(title: &str, rows: &[Row]) {
+    println!("{title}  (median [min..max])");
+    print!("{:<7}", "size");
+    for (_, head, _) in METRICS {
+        print!(" {head:<23}");
+    }
+    println!();
+    for row in rows {
+        print!("{:<7}", row.name);
+        for (_, _, f) in METRICS {
+            let (med, lo, hi) = row.stats(f);
+            print!(" {:<23}", format!("{med:.2} [{lo:.2}..{hi:.2}]"));
+        }
+        println!();
+    }
+    println!();
+}
+
+fn rows_json(rows: &[Row]) -> Value {
+    let row = |r: &Row| {
+        let mut o = json!({"size": r.name, "bytes": r.bytes, "runs": r.runs.len()});
+        for (key, _, f) in METRICS {
+            let (median, min, max) = r.stats(f);
+            let all: Vec<f64> = r.runs.iter().map(f).collect();
+            o[key] = json!({"median": median, "min": min, "max": max, "all": all});
+        }
+        o
+    };
+    rows.iter().map(row).collect()
+}
+
+struct Target {
+    name: String,
+    verdict: &'static str,
+    detail: String,
+}
+
+fn targets(uploads: &[Row], downloads: &[Row], concurrent: Option<&Row>) -> Vec<Target> {
+    let check = |name: String, figure: Option<(bool, String)>| {
+        let (verdict, detail) = match figure {
+            Some((true, d)) => ("PASS", d),
+            Some((false, d)) => ("MISS", d),
+            None => ("n/a", "not measured".into()),
+        };
+        Target {
+            name,
+            verdict,
+            detail,
+        }
+    };
+    let peak = |name: String, row: Option<&Row>, limit: f64| {
+        let h = row.and_then(Row::worst_hwm);
+        check(name, h.map(|h| (h < limit, format!("{h:.1} MiB"))))
+    };
+    let mut out = Vec::new();
+    for (what, rows) in [("upload", uploads), ("download", downloads)] {
+        for r in rows {
+            let name = format!("{what} {} peak RSS < 32 MiB", r.name);
+            out.push(peak(name, Some(r), PEAK_TARGET));
+        }
+        let median = |bytes: u64| {
+            let r = rows.iter().find(|r| r.bytes == bytes && !r.runs.is_empty());
+            r.map(|r| r.stats(|s| s.hwm).0)
+        };
+        let growth = median(4 * GIB).zip(median(64 * MIB)).map(|(big, small)| {
+            let d = big - small;
+            (
+                d < GROWTH_TARGET,
+                format!("{big:.1} - {small:.1} = {d:.1} MiB"),
+            )
+        });
+        out.push(check(format!("{what} RSS(4G) - RSS(64M) < 4 MiB"), growth));
+    }
+    let name = format!("{CONCURRENT} concurrent 64M uploads peak RSS < 96 MiB");
+    out.push(peak(name, concurrent, CONCURRENT_TARGET));
+    out
+}

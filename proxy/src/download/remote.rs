@@ -1,0 +1,482 @@
+//! Downloads through remote backends (http, s3): the engine's answer is
+//! relayed, Range and conditional headers passed through.
+//!
+//! ```text
+//!   fast path (client on plaintext HTTP/1.1):
+//!     upstream::request -> status check -> our head to the client
+//!     Content-Length + identity encoding -> bytes read with the head, then
+//!        splice(2) engine socket -> pooled pipe -> client socket
+//!     otherwise -> copy through a pooled buffer (chunked framing tracked so
+//!        the engine connection can be reused)
+//!   hyper path (HTTP/2, HTTP/1.0, --no-splice is not needed here): hyper client,
+//!     body streamed through
+//! ```
+//! Either way the byte count is checked against the engine's Content-Length:
+//! a short body is an error and the client connection is closed, never a
+//! silently truncated file.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use bytes::Buf;
+use futures_util::StreamExt;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, BodyStream, StreamBody};
+use hyper::body::Frame;
+use sluice_policy::Backend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::semantics::RequestHeaders;
+use super::upstream::{self, Framing, Upstream};
+use crate::App;
+use crate::backend::http::{empty_body, encode_key, exchange};
+use crate::error::Reject;
+use crate::metrics::PathLabels;
+use crate::runtime::RouteRt;
+use crate::service::Body;
+
+/// Engine response headers a client gets.
+const RELAYED: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-range",
+    "etag",
+    "last-modified",
+    "accept-ranges",
+    "cache-control",
+    "content-encoding",
+    "content-disposition",
+    "expires",
+];
+
+/// Copy buffers for the non-splice path, reused across responses.
+pub struct BufPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    size: usize,
+}
+
+impl BufPool {
+    pub fn new(size: usize) -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+            size,
+        }
+    }
+
+    fn get(&self) -> Vec<u8> {
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_else(|| vec![0; self.size])
+    }
+
+    fn put(&self, b: Vec<u8>) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < 64 {
+            free.push(b);
+        }
+    }
+}
+
+/// The engine URL of `key` and the extra headers the policy sends it.
+pub fn upstream_url(
+    route: &RouteRt,
+    key: &str,
+    head: bool,
+) -> Result<(url::Url, Vec<(String, String)>), Reject> {
+    match &route.route.backend {
+        Backend::Http {
+            download_url,
+            headers,
+            ..
+        } => {
+            let u = format!("{download_url}/{}", encode_key(key))
+                .parse()
+                .map_err(|e| Reject::Storage(format!("engine URL for {key:?}: {e}")))?;
+            Ok((u, headers.clone()))
+        }
+        Backend::S3 { .. } => {
+            let t = route
+                .s3
+                .as_ref()
+                .ok_or_else(|| Reject::Storage("s3 route without a bucket".into()))?;
+            Ok((t.get_url(key, head), vec![]))
+        }
+        Backend::Fs { .. } => Err(Reject::Storage("not a remote backend".into())),
+    }
+}
+
+fn passthrough<'a>(rh: &RequestHeaders<'a>) -> Vec<(&'static str, &'a [u8])> {
+    [
+        ("range", rh.range),
+        ("if-match", rh.if_match),
+        ("if-none-match", rh.if_none_match),
+        ("if-modified-since", rh.if_modified_since),
+        ("if-unmodified-since", rh.if_unmodified_since),
+        ("if-range", rh.if_range),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect()
+}
+
+/// Statuses relayed as they are; the rest become our own rejections.
+fn check_status(status: u16, content_range: Option<&[u8]>) -> Result<(), Reject> {
+    match status {
+        200 | 206 | 304 => Ok(()),
+        404 => Err(Reject::NotFound),
+        412 => Err(Reject::PreconditionFailed),
+        416 => {
+            let len = content_range
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.rsplit('/').next())
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+            Err(Reject::RangeNotSatisfiable { len })
+        }
+        s => Err(Reject::Backend {
+            status: Some(s),
+            message: format!("engine answered {s} to a download"),
+        }),
+    }
+}
+
+/// Through hyper's client, for clients that are not on the fast path.
+pub async fn via_hyper(
+    app: &App,
+    route: &RouteRt,
+    key: &str,
+    rh: &RequestHeaders<'_>,
+    head: bool,
+    peer: SocketAddr,
+) -> Result<(Response<Body>, u64), Reject> {
+    let (url, extra) = upstream_url(route, key, head)?;
+    let mut req = Request::builder()
+        .method(if head { Method::HEAD } else { Method::GET })
+        .uri(url.as_str());
+    for (k, v) in &extra {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    for (k, v) in passthrough(rh) {
+        req = req.header(k, v);
+    }
+    let req = req
+        .body(empty_body())
+        .map_err(|e| Reject::Storage(format!("engine request: {e}")))?;
+    let resp = exchange(&app.remotes.client, req, app.remotes.timeout).await?;
+    check_status(
+        resp.status().as_u16(),
+        resp.headers().get("content-range").map(|v| v.as_bytes()),
+    )?;
+    let status = resp.status();
+    let mut b = Response::builder().status(status);
+    for name in RELAYED {
+        if let Some(v) = resp.headers().get(*name) {
+            b = b.header(*name, v);
+        }
+    }
+    let len: u64 = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    if head || status == StatusCode::NOT_MODIFIED {
+        let empty = http_body_util::Empty::new()
+            .map_err(|e| match e {})
+            .boxed_unsync();
+        return Ok((b.body(empty).unwrap_or_default(), 0));
+    }
+    let permit = app.limits.admit(peer.ip())?;
+    let labels = PathLabels {
+        path: "copy".into(),
+    };
+    app.metrics.download_responses.get_or_create(&labels).inc();
+    let counter = app.metrics.download_bytes.get_or_create(&labels).clone();
+    let stream = BodyStream::new(resp.into_body()).map(move |r| {
+        let _held = &permit;
+        match r {
+            Ok(f) => {
+                if let Some(d) = f.data_ref() {
+                    counter.inc_by(d.len() as u64);
+                }
+                Ok(f)
+            }
+            Err(e) => Err(io::Error::other(e)),
+        }
+    });
+    let body = StreamBody::new(stream.filter_map(
+        |r: io::Result<Frame<bytes::Bytes>>| async move {
+            match r {
+                Ok(f) if f.is_data() => Some(Ok(f)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            }
+        },
+    ))
+    .boxed_unsync();
+    Ok((b.body(body).unwrap_or_default(), len))
+}
+
+/// What the fast path did, for the access log.
+pub struct Relayed {
+    pub status: u16,
+    pub bytes: u64,
+    pub keep_alive: bool,
+}
+
+/// On the fast path: the client socket is ours, so the body can be spliced.
+/// An `Err` means nothing was written to the client yet.
+#[allow(clippy::too_many_arguments)]
+pub async fn via_fast(
+    app: &App,
+    route: &RouteRt,
+    key: &str,
+    rh: &RequestHeaders<'_>,
+    head: bool,
+    client: &mut TcpStream,
+    scratch: &mut Vec<u8>,
+    keep_alive: bool,
+    peer: SocketAddr,
+) -> Result<Relayed, Reject> {
+    let (url, extra) = upstream_url(route, key, head)?;
+    let mut hdrs: Vec<(&str, &[u8])> = extra
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect();
+    hdrs.extend(passthrough(rh));
+    let mut up = upstream::request(
+        &app.raw,
+        &url,
+        if head { "HEAD" } else { "GET" },
+        &hdrs,
+        app.remotes.connect_timeout,
+        app.remotes.timeout,
+    )
+    .await?;
+    check_status(up.status, up.header("content-range"))?;
+    let _permit = match up.framing {
+        Framing::None => None,
+        _ => Some(app.limits.admit(peer.ip())?),
+    };
+    let mut keep_alive = keep_alive && up.framing != Framing::Close;
+
+    scratch.clear();
+    crate::server::status_line(scratch, up.status);
+    for (k, v) in &up.headers {
+        if RELAYED.contains(&k.as_str())
+            && !(k == "content-length" && up.framing == Framing::Chunked)
+        {
+            scratch.extend_from_slice(k.as_bytes());
+            scratch.extend_from_slice(b": ");
+            scratch.extend_from_slice(v);
+            scratch.extend_from_slice(b"\r\n");
+        }
+    }
+    if up.framing == Framing::Chunked {
+        crate::server::push_header(scratch, "transfer-encoding", "chunked");
+    }
+    crate::server::finish_head(scratch, keep_alive);
+    let status = up.status;
+    if client.write_all(scratch).await.is_err() {
+        return Ok(Relayed {
+            status,
+            bytes: 0,
+            keep_alive: false,
+        });
+    }
+
+    let identity = up
+        .header("content-encoding")
+        .is_none_or(|v| v.trim_ascii().eq_ignore_ascii_case(b"identity"));
+    let (path, result) = match up.framing {
+        Framing::None => ("none", Ok(0)),
+        Framing::Length(n) if app.settings.splice && identity => {
+            ("splice", relay_length(app, &mut up, client, n, true).await)
+        }
+        Framing::Length(n) => ("copy", relay_length(app, &mut up, client, n, false).await),
+        Framing::Chunked => ("copy", relay_chunked(app, &mut up, client).await),
+        Framing::Close => ("copy", relay_until_close(app, &mut up, client).await),
+    };
+    if path != "none" {
+        let labels = PathLabels { path: path.into() };
+        app.metrics.download_responses.get_or_create(&labels).inc();
+        if let Ok(n) = &result {
+            app.metrics.download_bytes.get_or_create(&labels).inc_by(*n);
+        }
+    }
+    match result {
+        Ok(bytes) => {
+            if up.keep_alive && up.buffered.is_empty() {
+                app.raw.put(up.authority.clone(), up.stream);
+            }
+            Ok(Relayed {
+                status,
+                bytes,
+                keep_alive,
+            })
+        }
+        Err(e) => {
+            tracing::warn!(%peer, key, error = %e, "download from the engine broke off; closing the client connection");
+            keep_alive = false;
+            Ok(Relayed {
+                status,
+                bytes: 0,
+                keep_alive,
+            })
+        }
+    }
+}
+
+async fn relay_length(
+    app: &App,
+    up: &mut Upstream,
+    client: &mut TcpStream,
+    n: u64,
+    splice: bool,
+) -> io::Result<u64> {
+    let pre = up
+        .buffered
+        .len()
+        .min(usize::try_from(n).unwrap_or(usize::MAX));
+    client.write_all(&up.buffered[..pre]).await?;
+    up.buffered.advance(pre);
+    let rest = n - pre as u64;
+    if rest == 0 {
+        return Ok(n);
+    }
+    if splice {
+        let pipe = app.pipes.get()?;
+        crate::zerocopy::splice_exact(&up.stream, client, &pipe, rest, app.settings.idle_timeout)
+            .await?;
+        // Only a fully drained pipe goes back.
+        app.pipes.put(pipe);
+    } else {
+        copy_exact(app, up, client, rest).await?;
+    }
+    Ok(n)
+}
+
+async fn copy_exact(
+    app: &App,
+    up: &mut Upstream,
+    client: &mut TcpStream,
+    mut left: u64,
+) -> io::Result<()> {
+    let mut buf = app.bufs.get();
+    let idle = app.settings.idle_timeout;
+    let result = async {
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = tokio::time::timeout(idle, up.stream.read(&mut buf[..want]))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "engine stopped sending"))??;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "engine closed before the advertised length",
+                ));
+            }
+            tokio::time::timeout(idle, client.write_all(&buf[..n]))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+    .await;
+    app.bufs.put(buf);
+    result
+}
+
+async fn fill(up: &mut Upstream) -> io::Result<()> {
+    if up.buffered.len() > 64 * 1024 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "chunk framing line too long",
+        ));
+    }
+    if up.stream.read_buf(&mut up.buffered).await? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "engine closed mid-body",
+        ));
+    }
+    Ok(())
+}
+
+/// Forwards a chunked body as is, following its framing to find where it ends.
+async fn relay_chunked(app: &App, up: &mut Upstream, client: &mut TcpStream) -> io::Result<u64> {
+    let mut data = 0u64;
+    loop {
+        let (idx, size) = loop {
+            match httparse::parse_chunk_size(&up.buffered) {
+                Ok(httparse::Status::Complete(x)) => break x,
+                Ok(httparse::Status::Partial) => fill(up).await?,
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "bad chunk size from engine",
+                    ));
+                }
+            }
+        };
+        client.write_all(&up.buffered[..idx]).await?;
+        up.buffered.advance(idx);
+        if size == 0 {
+            // Trailer section: lines until an empty one.
+            loop {
+                match up.buffered.windows(2).position(|w| w == b"\r\n") {
+                    Some(pos) => {
+                        client.write_all(&up.buffered[..pos + 2]).await?;
+                        up.buffered.advance(pos + 2);
+                        if pos == 0 {
+                            return Ok(data);
+                        }
+                    }
+                    None => fill(up).await?,
+                }
+            }
+        }
+        data += size;
+        let mut left = size + 2; // data and its CRLF
+        let take = up
+            .buffered
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        client.write_all(&up.buffered[..take]).await?;
+        up.buffered.advance(take);
+        left -= take as u64;
+        if left > 0 {
+            copy_exact(app, up, client, left).await?;
+        }
+    }
+}
+
+async fn relay_until_close(
+    app: &App,
+    up: &mut Upstream,
+    client: &mut TcpStream,
+) -> io::Result<u64> {
+    let mut n = up.buffered.len() as u64;
+    client.write_all(&up.buffered).await?;
+    up.buffered.clear();
+    let mut buf = app.bufs.get();
+    let result = async {
+        loop {
+            let k = tokio::time::timeout(app.settings.idle_timeout, up.stream.read(&mut buf))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "engine stopped sending"))??;
+            if k == 0 {
+                return Ok(n);
+            }
+            client.write_all(&buf[..k]).await?;
+            n += k as u64;
+        }
+    }
+    .await;
+    app.bufs.put(buf);
+    result
+}

@@ -1,0 +1,238 @@
+//! A minimal HTTP/1.1 client for GET/HEAD to a storage engine, written by
+//! hand because splice(2) needs the engine's socket itself once the response
+//! head is read, and no HTTP client library hands its socket back.
+//!
+//! ```text
+//!   pool (idle keep-alive sockets per authority) -> write head -> read head
+//!   (httparse) -> Upstream { status, headers, framing, socket, bytes read past the head }
+//!   body fully relayed and the engine allows keep-alive -> socket back to the pool
+//! ```
+//! It only speaks what a GET of a stored object needs: no request body, no
+//! 1xx, no upgrades. A pooled socket the engine closed meanwhile fails on first
+//! use; the request is then retried once on a new connection (GET is idempotent).
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::Reject;
+
+/// Longest response head accepted from an engine.
+const MAX_HEAD: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 204, 304).
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the engine closes.
+    Close,
+}
+
+pub struct Upstream {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub framing: Framing,
+    pub stream: TcpStream,
+    /// Body bytes read together with the head.
+    pub buffered: BytesMut,
+    pub authority: String,
+    pub keep_alive: bool,
+}
+
+impl Upstream {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+#[derive(Default)]
+pub struct RawPool {
+    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+}
+
+/// Idle sockets kept per engine.
+const MAX_IDLE_PER_AUTHORITY: usize = 32;
+
+impl RawPool {
+    fn take(&self, authority: &str) -> Option<TcpStream> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(authority)
+            .and_then(Vec::pop)
+    }
+
+    pub fn put(&self, authority: String, stream: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let v = idle.entry(authority).or_default();
+        if v.len() < MAX_IDLE_PER_AUTHORITY {
+            v.push(stream);
+        }
+    }
+}
+
+/// Sends `method url` with `headers` and reads the response head.
+pub async fn request(
+    pool: &RawPool,
+    url: &url::Url,
+    method: &str,
+    headers: &[(&str, &[u8])],
+    connect_timeout: Duration,
+    timeout: Duration,
+) -> Result<Upstream, Reject> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| Reject::Storage(format!("{url}: no host")))?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let target = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let mut head =
+        format!("{method} {target} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: sluice\r\n")
+            .into_bytes();
+    for (k, v) in headers {
+        head.extend_from_slice(k.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(v);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let what = format!("{method} {}://{authority}{}", url.scheme(), url.path());
+
+    for attempt in 0..2 {
+        let (mut stream, pooled) = match pool.take(&authority).filter(|_| attempt == 0) {
+            Some(s) => (s, true),
+            None => {
+                let s = tokio::time::timeout(connect_timeout, TcpStream::connect((host, port)))
+                    .await
+                    .map_err(|_| Reject::BackendTimeout(format!("{what}: connect")))?
+                    .map_err(|e| Reject::Backend {
+                        status: None,
+                        message: format!("{what}: connect: {e}"),
+                    })?;
+                let _ = s.set_nodelay(true);
+                (s, false)
+            }
+        };
+        let exchange = async {
+            stream.write_all(&head).await?;
+            read_head(&mut stream, method == "HEAD").await
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => return Err(Reject::BackendTimeout(what)),
+            Ok(Ok((status, headers, framing, buffered, keep_alive))) => {
+                return Ok(Upstream {
+                    status,
+                    headers,
+                    framing,
+                    stream,
+                    buffered,
+                    authority,
+                    keep_alive,
+                });
+            }
+            Ok(Err(e)) if pooled => {
+                tracing::debug!(error = %e, %authority, "pooled engine connection was stale; retrying");
+            }
+            Ok(Err(e)) => {
+                return Err(Reject::Backend {
+                    status: None,
+                    message: format!("{what}: {e}"),
+                });
+            }
+        }
+    }
+    Err(Reject::Backend {
+        status: None,
+        message: format!("{what}: no usable connection"),
+    })
+}
+
+type Head = (u16, Vec<(String, Vec<u8>)>, Framing, BytesMut, bool);
+
+async fn read_head(stream: &mut TcpStream, is_head: bool) -> io::Result<Head> {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "engine closed the connection",
+            ));
+        }
+        let mut hs = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut hs);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > MAX_HEAD {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "engine response head too large",
+                    ));
+                }
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(4096);
+                }
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("engine response: {e}"),
+                ));
+            }
+            Ok(httparse::Status::Complete(n)) => {
+                let status = resp.code.unwrap_or(0);
+                let http10 = resp.version == Some(0);
+                let headers: Vec<(String, Vec<u8>)> = resp
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+                    .collect();
+                let get = |name: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.as_slice())
+                };
+                let close = get("connection").is_some_and(|v| {
+                    v.split(|b| *b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+                });
+                let chunked = get("transfer-encoding").is_some_and(|v| {
+                    v.split(|b| *b == b',')
+                        .next_back()
+                        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+                });
+                let length = get("content-length")
+                    .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+                let framing =
+                    if is_head || status == 204 || status == 304 || (100..200).contains(&status) {
+                        Framing::None
+                    } else if chunked {
+                        Framing::Chunked
+                    } else if let Some(n) = length {
+                        Framing::Length(n)
+                    } else {
+                        Framing::Close
+                    };
+                let keep_alive = !close && !http10 && framing != Framing::Close;
+                let _ = buf.split_to(n);
+                return Ok((status, headers, framing, buf, keep_alive));
+            }
+        }
+    }
+}
