@@ -27,6 +27,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+
+mod backends;
+/// The storage engines of the end-to-end tests, shared rather than copied.
+#[path = "../../proxy/tests/engines/mod.rs"]
+mod engines;
 use clap::Parser;
 use serde_json::{Value, json};
 
@@ -37,6 +42,10 @@ const CONCURRENT: usize = 64;
 const PEAK_TARGET: f64 = 32.0;
 const GROWTH_TARGET: f64 = 4.0;
 const CONCURRENT_TARGET: f64 = 96.0;
+/// Peak RSS of a 4 GiB upload through a remote backend, MiB.
+const BACKEND_PEAK_TARGET: f64 = 48.0;
+/// Proxied download throughput over direct, through the splice path.
+const SPLICE_RATIO_TARGET: f64 = 0.9;
 
 /// Measures sluice-proxy uploads and downloads with curl as the client.
 #[derive(Parser, Debug)]
@@ -50,6 +59,12 @@ struct Args {
     /// Skip the 64 concurrent uploads.
     #[arg(long)]
     skip_concurrent: bool,
+    /// Remote backends to measure, each in front of its engine (none: `--backends ''`).
+    #[arg(long, value_delimiter = ',', default_value = "put,multipart,s3")]
+    backends: Vec<backends::Kind>,
+    /// File sizes for the remote backends.
+    #[arg(long, value_delimiter = ',', default_value = "64M,4G", value_parser = parse_size)]
+    backend_sizes: Vec<u64>,
     /// Keep target/bench-data for the next run (it is reused when sizes match).
     #[arg(long)]
     keep_data: bool,
@@ -88,6 +103,8 @@ fn main() -> anyhow::Result<()> {
         sizes,
         runs,
         skip_concurrent,
+        backends: kinds,
+        backend_sizes,
         keep_data,
         proxy,
         target_dir,
@@ -120,6 +137,9 @@ fn main() -> anyhow::Result<()> {
     fs::create_dir_all(&data_dir)?;
     fs::create_dir_all(&tmp_dir)?;
     let mut files = sizes.clone();
+    if !kinds.is_empty() {
+        files.extend(backend_sizes.iter().filter(|s| !sizes.contains(s)));
+    }
     if !skip_concurrent && !files.contains(&(64 * MIB)) {
         files.push(64 * MIB);
     }
@@ -165,6 +185,11 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
+    let remote: Vec<backends::Rows> = kinds
+        .iter()
+        .map(|&k| backends::run(&env, k, &backend_sizes, runs, &mut failures))
+        .collect();
+
     println!();
     table("upload: multipart POST, curl -F", &uploads);
     table(
@@ -178,10 +203,26 @@ fn main() -> anyhow::Result<()> {
             std::slice::from_ref(c),
         );
     }
-    let targets = targets(&uploads, &downloads, concurrent.as_ref());
+    for r in &remote {
+        let name = r.kind.name();
+        table(
+            &format!("{name}: upload, curl -F through the proxy"),
+            &r.upload,
+        );
+        table(
+            &format!("{name}: download through the proxy (splice)"),
+            &r.download,
+        );
+        table(
+            &format!("{name}: download straight from the engine"),
+            &r.direct,
+        );
+    }
+    let mut targets = targets(&uploads, &downloads, concurrent.as_ref());
+    targets.extend(remote.iter().flat_map(backend_targets));
     println!("targets (peaks: worst VmHWM of the runs; growth: of the medians)");
     for t in &targets {
-        println!("  {:<4}  {:<50} {}", t.verdict, t.name, t.detail);
+        println!("  {:<4}  {:<62} {}", t.verdict, t.name, t.detail);
     }
 
     let summary = json!({
@@ -191,6 +232,12 @@ fn main() -> anyhow::Result<()> {
         "upload": rows_json(&uploads),
         "download": rows_json(&downloads),
         "concurrent": concurrent.as_ref().map(|c| rows_json(std::slice::from_ref(c))),
+        "backends": remote.iter().map(|r| json!({
+            "backend": r.kind.name(),
+            "upload": rows_json(&r.upload),
+            "download": rows_json(&r.download),
+            "direct": rows_json(&r.direct),
+        })).collect::<Vec<_>>(),
         "targets": targets.iter().map(|t| json!({"target": t.name, "verdict": t.verdict, "detail": t.detail})).collect::<Vec<_>>(),
         "failures": failures,
     });
@@ -280,18 +327,21 @@ struct Workdir {
 
 impl Workdir {
     fn new(env: &Env) -> anyhow::Result<Self> {
+        Self::with_policy(
+            env,
+            "apiVersion: sluice.dev/v1alpha1\nkind: UploadPolicy\n\
+             metadata: {name: bench, namespace: default}\n\
+             spec:\n  pathPrefix: /bench/\n  backend: {fs: {root: .}}\n\
+             \x20 upload: {maxFileSize: 8Gi, checksum: sha256}\n",
+        )
+    }
+    fn with_policy(env: &Env, yaml: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("run-")
             .tempdir_in(&env.tmp_dir)?;
         fs::create_dir(dir.path().join("policies"))?;
         fs::create_dir(dir.path().join("store"))?;
-        fs::write(
-            dir.path().join("policies/bench.yaml"),
-            "apiVersion: sluice.dev/v1alpha1\nkind: UploadPolicy\n\
-             metadata: {name: bench, namespace: default}\n\
-             spec:\n  pathPrefix: /bench/\n  backend: {fs: {root: .}}\n\
-             \x20 upload: {maxFileSize: 8Gi, checksum: sha256}\n",
-        )?;
+        fs::write(dir.path().join("policies/bench.yaml"), yaml)?;
         Ok(Self { dir })
     }
     fn store(&self) -> PathBuf {
@@ -645,5 +695,60 @@ fn targets(uploads: &[Row], downloads: &[Row], concurrent: Option<&Row>) -> Vec<
     }
     let name = format!("{CONCURRENT} concurrent 64M uploads peak RSS < 96 MiB");
     out.push(peak(name, concurrent, CONCURRENT_TARGET));
+    out
+}
+
+/// Issue 3's targets for one remote backend.
+fn backend_targets(r: &backends::Rows) -> Vec<Target> {
+    let name = r.kind.name();
+    let mut out = Vec::new();
+    let hwm = |bytes: u64| {
+        let row = r
+            .upload
+            .iter()
+            .find(|x| x.bytes == bytes && !x.runs.is_empty());
+        row.map(|x| (x.worst_hwm().unwrap_or(f64::NAN), x.stats(|s| s.hwm).0))
+    };
+    let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
+    let na = |name: String| Target {
+        name,
+        verdict: "n/a",
+        detail: "not measured".into(),
+    };
+    let t = format!("{name}: upload 4G peak RSS < {BACKEND_PEAK_TARGET} MiB");
+    out.push(match hwm(4 * GIB) {
+        Some((worst, _)) => Target {
+            name: t,
+            verdict: verdict(worst < BACKEND_PEAK_TARGET),
+            detail: format!("{worst:.1} MiB"),
+        },
+        None => na(t),
+    });
+    let t = format!("{name}: upload RSS(4G) - RSS(64M) < {GROWTH_TARGET} MiB");
+    out.push(match hwm(4 * GIB).zip(hwm(64 * MIB)) {
+        Some(((_, big), (_, small))) => Target {
+            name: t,
+            verdict: verdict(big - small < GROWTH_TARGET),
+            detail: format!("{big:.1} - {small:.1} = {:.1} MiB", big - small),
+        },
+        None => na(t),
+    });
+    for (down, direct) in r.download.iter().zip(&r.direct) {
+        let t = format!(
+            "{name}: {} splice download >= {:.0}% of direct",
+            down.name,
+            SPLICE_RATIO_TARGET * 100.0
+        );
+        if down.runs.is_empty() || direct.runs.is_empty() {
+            out.push(na(t));
+            continue;
+        }
+        let (p, d) = (down.stats(Sample::mib_s).0, direct.stats(Sample::mib_s).0);
+        out.push(Target {
+            name: t,
+            verdict: verdict(p >= SPLICE_RATIO_TARGET * d),
+            detail: format!("{p:.0} / {d:.0} MiB/s = {:.0}%", 100.0 * p / d),
+        });
+    }
     out
 }

@@ -95,7 +95,7 @@ impl Default for Metrics {
         );
         registry.register(
             "download_responses",
-            "Download responses with a body, by path (sendfile or copy)",
+            "Download responses with a body, by path (sendfile, splice or copy)",
             m.download_responses.clone(),
         );
         registry.register(

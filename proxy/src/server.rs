@@ -337,6 +337,7 @@ async fn serve_fast(
                 peer,
             )
             .await?;
+            via = r.via;
             return Ok((r.status, r.bytes, r.keep_alive));
         }
         let answer = download::answer(&route, rel, &rh, req.head)?;

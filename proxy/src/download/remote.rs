@@ -225,6 +225,8 @@ pub struct Relayed {
     pub status: u16,
     pub bytes: u64,
     pub keep_alive: bool,
+    /// How the body moved, for the access log: splice, copy, or relay (no body).
+    pub via: &'static str,
 }
 
 /// On the fast path: the client socket is ours, so the body can be spliced.
@@ -285,6 +287,7 @@ pub async fn via_fast(
             status,
             bytes: 0,
             keep_alive: false,
+            via: "relay",
         });
     }
 
@@ -300,6 +303,7 @@ pub async fn via_fast(
         Framing::Chunked => ("copy", relay_chunked(app, &mut up, client).await),
         Framing::Close => ("copy", relay_until_close(app, &mut up, client).await),
     };
+    let via = if path == "none" { "relay" } else { path };
     if path != "none" {
         let labels = PathLabels { path: path.into() };
         app.metrics.download_responses.get_or_create(&labels).inc();
@@ -316,6 +320,7 @@ pub async fn via_fast(
                 status,
                 bytes,
                 keep_alive,
+                via,
             })
         }
         Err(e) => {
@@ -325,6 +330,7 @@ pub async fn via_fast(
                 status,
                 bytes: 0,
                 keep_alive,
+                via,
             })
         }
     }

@@ -1,0 +1,217 @@
+//! The remote backends: the same measurements through real storage engines.
+//!
+//! ```text
+//!   per engine (nginx WebDAV "put", miniserve "multipart", s3s-fs "s3"), per size, per run:
+//!     fresh proxy -> curl -F through the proxy -> engine      (upload: proxy CPU, RSS)
+//!     fresh proxy -> curl GET through the proxy <- engine     (download: splice path)
+//!     curl GET straight from the engine                       (direct: the yardstick)
+//! ```
+//! The engines are the ones the end-to-end tests start (proxy/tests/engines),
+//! so the bench needs what `scripts/test` installs. The proxied and direct
+//! downloads alternate within each run, so both see the same machine state.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, ensure};
+
+use crate::engines::{self, Engine, S3_ACCESS, S3_BUCKET, S3_SECRET};
+use crate::{Env, Proxy, Row, Sample, Workdir, data_file, label, upload_cmd};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// backend.http mode put, in front of nginx's WebDAV module.
+    Put,
+    /// backend.http mode multipart, in front of miniserve (streamed, no spool).
+    Multipart,
+    /// backend.s3, in front of s3s-fs (SigV4).
+    S3,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Put => "http put (nginx)",
+            Kind::Multipart => "http multipart (miniserve)",
+            Kind::S3 => "s3 (s3s-fs)",
+        }
+    }
+
+    fn engine(self) -> Engine {
+        match self {
+            Kind::Put => engines::nginx(),
+            Kind::Multipart => engines::miniserve(),
+            Kind::S3 => engines::s3(),
+        }
+    }
+
+    fn policy(self, e: &Engine) -> String {
+        let u = e.url();
+        let head = "apiVersion: sluice.dev/v1alpha1\nkind: UploadPolicy\n\
+                    metadata: {name: bench, namespace: default}\nspec:\n  pathPrefix: /bench/\n";
+        let upload = "  upload: {maxFileSize: 8Gi, checksum: sha256}\n";
+        let backend = match self {
+            Kind::Put => format!("  backend: {{http: {{url: \"{u}/store\", mode: put}}}}\n"),
+            Kind::Multipart => format!(
+                "  backend: {{http: {{url: \"{u}/upload?path=/\", downloadUrl: \"{u}\", \
+                 mode: multipart, fieldName: file_to_upload}}}}\n"
+            ),
+            Kind::S3 => format!(
+                "  backend: {{s3: {{endpoint: \"{u}\", bucket: {S3_BUCKET}, region: us-east-1, \
+                 credentialsSecret: {{name: s3}}}}}}\n"
+            ),
+        };
+        let secret = match self {
+            Kind::S3 => format!(
+                "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s3, namespace: default}}\n\
+                 stringData: {{accessKeyId: {S3_ACCESS}, secretAccessKey: {S3_SECRET}}}\n"
+            ),
+            _ => String::new(),
+        };
+        format!("{head}{backend}{upload}{secret}")
+    }
+
+    /// Where the engine keeps object `name`, and the URL it serves it at.
+    fn object(self, e: &Engine, name: &str) -> (PathBuf, String) {
+        let u = e.url();
+        match self {
+            Kind::Put => (e.root.join("store").join(name), format!("{u}/store/{name}")),
+            Kind::Multipart => (e.root.join(name), format!("{u}/{name}")),
+            Kind::S3 => (
+                e.root.join(S3_BUCKET).join(name),
+                format!("{u}/{S3_BUCKET}/{name}"),
+            ),
+        }
+    }
+}
+
+/// One engine's rows: upload and download through the proxy, direct download.
+pub struct Rows {
+    pub kind: Kind,
+    pub upload: Vec<Row>,
+    pub download: Vec<Row>,
+    pub direct: Vec<Row>,
+}
+
+pub fn run(env: &Env, kind: Kind, sizes: &[u64], runs: usize, failures: &mut Vec<String>) -> Rows {
+    let engine = kind.engine();
+    let mut rows = Rows {
+        kind,
+        upload: Vec::new(),
+        download: Vec::new(),
+        direct: Vec::new(),
+    };
+    for &size in sizes {
+        let (mut up, mut down, mut direct) = (
+            Row::new(label(size), size),
+            Row::new(label(size), size),
+            Row::new(label(size), size),
+        );
+        for run in 1..=runs {
+            eprintln!("[{} {}] run {run}/{runs}", kind.name(), label(size));
+            match once(env, kind, &engine, size) {
+                Ok((u, d, x)) => {
+                    up.runs.push(u);
+                    down.runs.push(d);
+                    direct.runs.push(x);
+                }
+                Err(e) => {
+                    failures.push(format!("{} {} run {run}: {e:#}", kind.name(), label(size)))
+                }
+            }
+        }
+        rows.upload.push(up);
+        rows.download.push(down);
+        rows.direct.push(direct);
+    }
+    rows
+}
+
+fn once(
+    env: &Env,
+    kind: Kind,
+    engine: &Engine,
+    size: u64,
+) -> anyhow::Result<(Sample, Sample, Sample)> {
+    let work = Workdir::with_policy(env, &kind.policy(engine))?;
+    let file = data_file(&env.data_dir, size);
+    let name = file
+        .file_name()
+        .context("file name")?
+        .to_string_lossy()
+        .into_owned();
+    let (stored, direct_url) = kind.object(engine, &name);
+
+    let proxy = Proxy::start(env, &work, &[])?;
+    let up = proxy.measure(size, || {
+        let out = upload_cmd(&file, &proxy.url("")).output()?;
+        let code = String::from_utf8_lossy(&out.stdout);
+        ensure!(code == "201", "upload answered {code}, want 201");
+        let got = fs::metadata(&stored)
+            .with_context(|| format!("object on the engine: {}", stored.display()))?
+            .len();
+        ensure!(got == size, "engine holds {got} bytes, want {size}");
+        Ok(())
+    })?;
+    drop(proxy);
+
+    let proxy = Proxy::start(env, &work, &[])?;
+    let down = proxy.measure(size, || get(&proxy.url(&name), size))?;
+    let vias = proxy.vias.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    ensure!(
+        vias.iter().all(|v| v == "splice"),
+        "the download went {vias:?}, want splice"
+    );
+    // The same GET straight from the engine; the proxy stays idle meanwhile, so
+    // only wall time and bytes mean anything in this sample.
+    let direct_url = match kind {
+        Kind::S3 => presign(engine, &name)?,
+        _ => direct_url,
+    };
+    let t0 = std::time::Instant::now();
+    get(&direct_url, size)?;
+    let direct = Sample {
+        bytes: size,
+        wall_s: t0.elapsed().as_secs_f64(),
+        ..Sample::default()
+    };
+    drop(proxy);
+    fs::remove_file(&stored)?;
+    Ok((up, down, direct))
+}
+
+/// A presigned (SigV4) GetObject URL, as the proxy itself makes them.
+fn presign(engine: &Engine, name: &str) -> anyhow::Result<String> {
+    use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+    let bucket = Bucket::new(
+        engine.url().parse()?,
+        UrlStyle::Path,
+        S3_BUCKET,
+        "us-east-1",
+    )?;
+    let creds = Credentials::new(S3_ACCESS, S3_SECRET);
+    let url = bucket
+        .get_object(Some(&creds), name)
+        .sign(std::time::Duration::from_secs(600));
+    Ok(url.to_string())
+}
+
+fn get(url: &str, size: u64) -> anyhow::Result<()> {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+        ])
+        .arg(url)
+        .output()?;
+    let got = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        got == format!("200 {size}"),
+        "GET {url}: {got:?}, want \"200 {size}\""
+    );
+    Ok(())
+}
