@@ -59,7 +59,10 @@ struct Args {
     /// Skip the 64 concurrent uploads.
     #[arg(long)]
     skip_concurrent: bool,
-    /// Remote backends to measure, each in front of its engine (none: `--backends ''`).
+    /// Skip the remote backends.
+    #[arg(long)]
+    skip_backends: bool,
+    /// Remote backends to measure, each in front of its engine.
     #[arg(long, value_delimiter = ',', default_value = "put,multipart,s3")]
     backends: Vec<backends::Kind>,
     /// File sizes for the remote backends.
@@ -103,6 +106,7 @@ fn main() -> anyhow::Result<()> {
         sizes,
         runs,
         skip_concurrent,
+        skip_backends,
         backends: kinds,
         backend_sizes,
         keep_data,
@@ -136,6 +140,7 @@ fn main() -> anyhow::Result<()> {
     let tmp_dir = target.join("bench-tmp");
     fs::create_dir_all(&data_dir)?;
     fs::create_dir_all(&tmp_dir)?;
+    let kinds = if skip_backends { Vec::new() } else { kinds };
     let mut files = sizes.clone();
     if !kinds.is_empty() {
         files.extend(backend_sizes.iter().filter(|s| !sizes.contains(s)));

@@ -133,6 +133,11 @@ async fn connection(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(app.settings.header_timeout)
+        // Body chunks are slices of hyper's read buffer, and every chunk still queued
+        // (multer, the backend pipe) pins the whole buffer it came from. hyper lets that
+        // buffer grow to ~400 KiB on a fast upload; capped, an upload pins a few
+        // READ_BUF_MAX at most, which is what keeps 64 concurrent uploads small.
+        .max_buf_size(READ_BUF_MAX)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let svc_app = app.clone();
@@ -141,6 +146,9 @@ async fn connection(
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
+
+/// Largest read buffer hyper may grow for one HTTP/1 connection.
+const READ_BUF_MAX: usize = 64 * 1024;
 
 enum HeadRead {
     Complete(usize),

@@ -215,3 +215,43 @@ fn aborted_put_leaves_nothing() {
     p.assert_files(&["aborted.bin"]);
     assert_eq!(p.read_stored("aborted.bin"), old);
 }
+
+#[test]
+fn a_head_trickled_past_the_header_timeout_is_cut_off() {
+    let p = Proxy::start(None, &["--header-timeout", "1s"]);
+    let mut raw = Raw::connect(p.addr);
+    let started = std::time::Instant::now();
+    raw.send(b"GET /files/x HTTP/1.1\r\nHost: sluice.test\r\n");
+    // Slowloris: a header byte every 100 ms never completes the head; sending more
+    // must not buy more time. Bounded: 40 bytes, 4 s.
+    let mut cut = false;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(100));
+        if raw.stream.write_all(b"X").is_err() {
+            cut = true;
+            break;
+        }
+        if started.elapsed() > Duration::from_millis(1500) {
+            cut = raw.closed_within(Duration::from_secs(2));
+            break;
+        }
+    }
+    assert!(
+        cut,
+        "the proxy kept a trickling head open past --header-timeout 1s"
+    );
+    // A complete head on a fresh connection still works.
+    let mut ok = Raw::connect(p.addr);
+    ok.send(&head("GET", "/files/missing.bin", &[]));
+    assert_eq!(ok.read_response().status, 404);
+}
+
+#[test]
+fn an_oversized_request_head_is_431_with_json() {
+    let p = Proxy::start(None, &[]);
+    let mut raw = Raw::connect(p.addr);
+    let big = format!("X-Filler: {}", "a".repeat(20 * 1024));
+    raw.send(&head("GET", "/files/x", &[&big]));
+    let r = raw.read_response();
+    assert_reject(&r, 431, "head_too_large");
+}

@@ -639,6 +639,26 @@ impl Raw {
         self.stream.write_all(bytes).expect("send to the proxy");
     }
 
+    /// Whether the proxy closes (or resets) the connection within `limit`, reading and
+    /// dropping whatever it sends meanwhile.
+    pub fn closed_within(&mut self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        let mut scratch = [0u8; 4096];
+        while Instant::now() < until {
+            match self.stream.read(&mut scratch) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+
     /// Reads one response (interim 1xx ones included) within `DEADLINE`. The body is
     /// framed by Content-Length, chunked encoding, or the connection closing.
     pub fn read_response(&mut self) -> Response {
