@@ -298,7 +298,15 @@ fn trim_ascii(v: &[u8]) -> &[u8] {
 
 /// Semantic checks a schema cannot express; the first problem found, in words.
 pub fn validate(spec: &UploadPolicySpec) -> Result<(), String> {
-    let p = &spec.path_prefix;
+    validate_prefix(&spec.path_prefix)?;
+    for h in &spec.hosts {
+        validate_host(h)?;
+    }
+    validate_rest(spec)
+}
+
+/// A path prefix routes can be matched on: `/a/b/`.
+pub fn validate_prefix(p: &str) -> Result<(), String> {
     if !p.starts_with('/') || !p.ends_with('/') {
         return Err(format!("pathPrefix {p:?} must start and end with '/'"));
     }
@@ -314,7 +322,12 @@ pub fn validate(spec: &UploadPolicySpec) -> Result<(), String> {
             "pathPrefix {p:?} must be a plain path (no spaces, '?', '#', '%' or control characters)"
         ));
     }
-    for h in &spec.hosts {
+    Ok(())
+}
+
+/// A host name, or `*.domain`.
+pub fn validate_host(h: &str) -> Result<(), String> {
+    {
         let bare = h.strip_prefix("*.").unwrap_or(h);
         let ok = !bare.is_empty()
             && bare.len() <= 253
@@ -327,6 +340,10 @@ pub fn validate(spec: &UploadPolicySpec) -> Result<(), String> {
             return Err(format!("hosts: {h:?} is not a host name (or *.domain)"));
         }
     }
+    Ok(())
+}
+
+fn validate_rest(spec: &UploadPolicySpec) -> Result<(), String> {
     let b = &spec.backend;
     let kinds = [b.fs.is_some(), b.http.is_some(), b.s3.is_some()]
         .iter()

@@ -112,6 +112,49 @@ pub struct JwtRule {
 }
 
 impl ProxyConfig {
+    /// Checks a config that did not come out of `compile` here (pushed, persisted,
+    /// or read from a snapshot): the version matches the routes, and each route
+    /// is one `compile` could have made. The first problem, in words.
+    pub fn check(&self) -> Result<(), String> {
+        let expected = Self::new(self.routes.clone()).version;
+        if self.version != expected {
+            return Err(format!(
+                "version {:?} does not match the routes (their hash is {expected:?})",
+                self.version
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &self.routes {
+            let at = |e: String| format!("route {} ({}): {e}", r.path_prefix, r.policy);
+            crate::compile::validate_prefix(&r.path_prefix).map_err(at)?;
+            for h in &r.hosts {
+                crate::compile::validate_host(h).map_err(at)?;
+            }
+            if r.upload.max_file_size == 0 || r.upload.max_files == 0 {
+                return Err(at("maxFileSize and maxFiles must be positive".into()));
+            }
+            if let Backend::Fs { root } = &r.backend
+                && (root.trim().is_empty()
+                    || std::path::Path::new(root)
+                        .components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir)))
+            {
+                return Err(at(format!("fs root {root:?} must be a plain directory")));
+            }
+            let hosts = if r.hosts.is_empty() {
+                vec![String::new()]
+            } else {
+                r.hosts.clone()
+            };
+            for h in hosts {
+                if !seen.insert((h.clone(), r.path_prefix.clone())) {
+                    return Err(at(format!("a second route for host {h:?} and this prefix")));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sorts the routes and stamps the content-hash version.
     pub fn new(mut routes: Vec<Route>) -> Self {
         routes.sort_by(|a, b| {
@@ -239,6 +282,34 @@ mod tests {
         assert!(!host_matches("*.example.com", ".example.com"));
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port("h"), "h");
+    }
+
+    #[test]
+    fn check_accepts_what_new_makes_and_refuses_the_rest() {
+        let ok = ProxyConfig::new(vec![
+            route("a", &[], "/x/"),
+            route("b", &["h.example"], "/x/"),
+        ]);
+        assert_eq!(ok.check(), Ok(()));
+
+        let mut stale = ok.clone();
+        stale.routes.pop();
+        assert!(stale.check().unwrap_err().contains("does not match"));
+
+        let bad = |r: Route| ProxyConfig::new(vec![r]).check().unwrap_err();
+        assert!(bad(route("a", &[], "x/")).contains("start and end"));
+        assert!(bad(route("a", &["bad host"], "/x/")).contains("host"));
+        let mut r = route("a", &[], "/x/");
+        r.upload.max_file_size = 0;
+        assert!(bad(r).contains("positive"));
+        let mut r = route("a", &[], "/x/");
+        r.backend = Backend::Fs {
+            root: "../etc".into(),
+        };
+        assert!(bad(r).contains("plain directory"));
+
+        let twice = ProxyConfig::new(vec![route("a", &[], "/x/"), route("b", &[], "/x/")]);
+        assert!(twice.check().unwrap_err().contains("second route"));
     }
 
     #[test]

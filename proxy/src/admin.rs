@@ -1,5 +1,12 @@
 //! The admin port: `/metrics` (Prometheus text), `/healthz` (the process
-//! runs), `/readyz` (a configuration is loaded and being served).
+//! runs), `/readyz` (a configuration is loaded and being served), and the
+//! operator's push API:
+//!
+//! ```text
+//!   PUT /v1/config          ProxyConfig JSON -> build, swap, persist -> {"version"}
+//!   GET /v1/config/version  -> {"version"} (null before any config)
+//!   both: Authorization: Bearer <the token in --admin-token-file>, else 401
+//! ```
 //!
 //! Kept on its own listener so probes and scrapes never compete with
 //! transfers for the data port's limits, and never need a route.
@@ -17,8 +24,20 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::App;
+use crate::source::Source;
 
-pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+/// Largest pushed config: a thousand policies compile to well under 1 MiB.
+const MAX_CONFIG_BYTES: usize = 32 << 20;
+
+/// What the admin port serves from.
+pub struct Admin {
+    pub app: Arc<App>,
+    pub source: Arc<Source>,
+    /// The push API's bearer token, read on every request (a mounted Secret may rotate).
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -31,11 +50,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
             },
             _ = shutdown.changed() => return,
         };
-        let app = app.clone();
+        let admin = admin.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(handle(&app, req)) }
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(handle(&admin, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -52,7 +71,16 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
         .unwrap_or_default()
 }
 
-fn handle(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn error(status: StatusCode, rule: &str, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({"error": rule, "message": message.to_string()});
+    reply(status, "application/json", body.to_string())
+}
+
+async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let app = &admin.app;
+    if req.uri().path().starts_with("/v1/") {
+        return push_api(admin, req).await;
+    }
     if req.method() != Method::GET {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
     }
@@ -72,10 +100,103 @@ fn handle(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
             None => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "application/json",
-                serde_json::json!({"ready": false, "reason": "no configuration loaded yet"})
-                    .to_string(),
+                serde_json::json!({"ready": false, "reason": if admin.source.managed {
+                    "no configuration yet: no last known good config or snapshot could be loaded; waiting for the operator to push one"
+                } else {
+                    "no configuration loaded yet"
+                }})
+                .to_string(),
             ),
         },
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+async fn push_api(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(token_file) = &admin.token_file else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "push_disabled",
+            "this proxy takes no pushed configuration: start it with --admin-token-file",
+        );
+    };
+    let expected = match std::fs::read_to_string(token_file) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        Ok(_) | Err(_) => {
+            tracing::error!(file = %token_file.display(), "the admin token file is unreadable or empty");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "token_unavailable",
+                "the proxy cannot read its admin token",
+            );
+        }
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(given) = given else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the push API needs Authorization: Bearer <admin token>",
+        );
+    };
+    if !crate::auth::same_secret(given.as_bytes(), expected.as_bytes()) {
+        tracing::warn!("push API request with a wrong token");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong admin token",
+        );
+    }
+    let app = &admin.app;
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/v1/config/version") => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({"version": app.current.version()}).to_string(),
+        ),
+        (&Method::PUT, "/v1/config") => {
+            if admin.source.policies.is_some() {
+                return error(
+                    StatusCode::CONFLICT,
+                    "not_managed",
+                    "this proxy reads its policies from --policies; pushes would be overwritten",
+                );
+            }
+            let body = http_body_util::Limited::new(req.into_body(), MAX_CONFIG_BYTES);
+            let bytes = match http_body_util::BodyExt::collect(body).await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "config_too_large",
+                        format!("reading the config: {e} (limit {MAX_CONFIG_BYTES} bytes)"),
+                    );
+                }
+            };
+            let pushed =
+                crate::runtime::parse_config(&bytes).and_then(|cfg| admin.source.push(app, cfg));
+            match pushed {
+                Ok(version) => reply(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::json!({"version": version}).to_string(),
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pushed config refused; keeping the current one");
+                    error(StatusCode::BAD_REQUEST, "invalid_config", e)
+                }
+            }
+        }
+        (_, "/v1/config" | "/v1/config/version") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "PUT /v1/config, GET /v1/config/version",
+        ),
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
     }
 }

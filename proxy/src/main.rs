@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -70,6 +71,14 @@ struct Args {
     /// Skip fsync before an object becomes visible (faster; a crash may leave it empty).
     #[arg(long, env = "SLUICE_NO_FSYNC")]
     no_fsync: bool,
+    /// File holding the bearer token of the push API (PUT /v1/config on the admin port).
+    /// Given without --policies, the proxy is operator-managed: it boots from its last
+    /// known good config, else --config-snapshot, else nothing (503 until a push).
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// ProxyConfig JSON the operator keeps in a ConfigMap, mounted as a file.
+    #[arg(long, env = "SLUICE_CONFIG_SNAPSHOT")]
+    config_snapshot: Option<PathBuf>,
     /// Relay remote downloads by copying through user-space buffers instead of splice(2).
     #[arg(long, env = "SLUICE_NO_SPLICE")]
     no_splice: bool,
@@ -121,6 +130,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         s3_part_buffers,
         backend_connect_timeout,
         backend_timeout,
+        admin_token_file,
+        config_snapshot,
     } = args;
     init_logs(log_format);
 
@@ -151,10 +162,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             spool_dir: data_dir.join(".sluice-spool"),
         },
     );
+    if let Some(f) = &admin_token_file {
+        let t = std::fs::read_to_string(f)
+            .with_context(|| format!("reading --admin-token-file {}", f.display()))?;
+        anyhow::ensure!(
+            !t.trim().is_empty(),
+            "--admin-token-file {} is empty",
+            f.display()
+        );
+    }
     let source = Source {
+        managed: admin_token_file.is_some() || config_snapshot.is_some(),
         policies,
         data_dir,
         state_dir,
+        snapshot: config_snapshot,
     };
     let digest = source
         .initial(&app)
@@ -176,7 +198,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(admin::serve(admin, app.clone(), stop_rx.clone()));
+    let source = Arc::new(source);
+    let admin_state = Arc::new(admin::Admin {
+        app: app.clone(),
+        source: source.clone(),
+        token_file: admin_token_file,
+    });
+    tokio::spawn(admin::serve(admin, admin_state, stop_rx.clone()));
     tokio::spawn(source.watch(app.clone(), digest, reload_interval, stop_rx.clone()));
     tokio::spawn(async move {
         wait_for_signal().await;

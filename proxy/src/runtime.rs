@@ -274,7 +274,12 @@ pub fn persist(state_dir: &Path, config: &ProxyConfig) -> std::io::Result<()> {
 pub fn read_persisted(state_dir: &Path) -> Result<ProxyConfig, String> {
     let p = state_dir.join("config.json");
     let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display()))
+    parse_config(&bytes).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// A ProxyConfig as JSON: what is persisted, pushed, and kept in the snapshot.
+pub fn parse_config(bytes: &[u8]) -> Result<ProxyConfig, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("not a ProxyConfig: {e}"))
 }
 
 #[cfg(test)]

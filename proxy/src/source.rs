@@ -1,6 +1,7 @@
-//! Where the configuration comes from when no operator pushes it: the
-//! embedded default, or a directory of UploadPolicy/Secret YAML polled for
-//! changes.
+//! Where the configuration comes from: the embedded default, a directory of
+//! UploadPolicy/Secret YAML polled for changes, or (managed by the operator)
+//! pushes to the admin API, booting from the last known good config, else the
+//! ConfigMap snapshot, else nothing.
 //!
 //! Polling a content digest (every `interval`) rather than inotify: a
 //! Kubernetes ConfigMap volume changes by swapping a symlink, which inotify
@@ -21,12 +22,20 @@ pub struct Source {
     pub policies: Option<PathBuf>,
     pub data_dir: PathBuf,
     pub state_dir: Option<PathBuf>,
+    /// The ProxyConfig JSON the operator keeps in a ConfigMap, mounted as a file.
+    pub snapshot: Option<PathBuf>,
+    /// Configuration comes from the operator (pushes, snapshot), not the embedded default.
+    pub managed: bool,
 }
 
 impl Source {
     /// Loads the first configuration. A broken directory falls back to the
     /// last known good config in the state dir, when there is one.
     pub fn initial(&self, app: &App) -> Result<Option<[u8; 32]>, String> {
+        if self.policies.is_none() && self.managed {
+            self.initial_managed(app);
+            return Ok(None);
+        }
         let Some(dir) = &self.policies else {
             let cfg = runtime::compile_texts(&[(
                 "embedded default".into(),
@@ -50,6 +59,45 @@ impl Source {
         }
     }
 
+    /// Last known good, else the snapshot, else nothing: then every route answers
+    /// 503 `no_config` and /readyz says why, until the operator pushes.
+    fn initial_managed(&self, app: &App) {
+        if let Some(state) = &self.state_dir {
+            match runtime::read_persisted(state) {
+                Ok(cfg) => match self.apply(app, cfg, "last known good") {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the last known good config does not build")
+                    }
+                },
+                Err(e) => tracing::info!(reason = %e, "no last known good config"),
+            }
+        }
+        if let Some(snap) = &self.snapshot {
+            match std::fs::read(snap)
+                .map_err(|e| format!("{}: {e}", snap.display()))
+                .and_then(|b| runtime::parse_config(&b))
+            {
+                Ok(cfg) => match self.apply(app, cfg, "config snapshot") {
+                    Ok(()) => return,
+                    Err(e) => tracing::error!(error = %e, "the config snapshot does not build"),
+                },
+                Err(e) => tracing::warn!(error = %e, "no usable config snapshot"),
+            }
+        }
+        tracing::warn!(
+            "no configuration yet: every route answers 503 until the operator pushes one"
+        );
+    }
+
+    /// A config pushed to the admin API: built, swapped in, persisted. In-flight
+    /// transfers keep the route they started with (they hold its Arc).
+    pub fn push(&self, app: &App, cfg: sluice_policy::ProxyConfig) -> Result<String, String> {
+        let version = cfg.version.clone();
+        self.apply(app, cfg, "push")?;
+        Ok(version)
+    }
+
     fn load_dir(&self, app: &App, dir: &std::path::Path) -> Result<[u8; 32], String> {
         let (files, digest) = runtime::read_dir(dir)?;
         let texts: Vec<(String, String)> = files
@@ -67,6 +115,10 @@ impl Source {
         cfg: sluice_policy::ProxyConfig,
         origin: &str,
     ) -> Result<(), String> {
+        // Pushed, persisted and snapshot configs did not come out of compile here. The
+        // version is a hash of the routes: recomputing it catches one edited or cut
+        // on the way, and makes "same version" mean "same routes".
+        cfg.check()?;
         if app.current.version().as_deref() == Some(cfg.version.as_str()) {
             return Ok(());
         }
@@ -85,7 +137,7 @@ impl Source {
 
     /// Polls the policies directory until shutdown; applies what changed.
     pub async fn watch(
-        self,
+        self: Arc<Self>,
         app: Arc<App>,
         mut digest: Option<[u8; 32]>,
         interval: Duration,
