@@ -9,12 +9,20 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// CEL for a size quantity as `quantity::parse_bytes` takes it: an integer with an
+/// optional binary or decimal suffix (no fractions, no exponents).
+const SIZE_RULE: &str = "self.matches('^[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')";
+const SIZE_MESSAGE: &str = "must be a whole size such as 512, 10Mi or 1G";
+/// The same, and not zero.
+const POSITIVE_SIZE_RULE: &str = "self.matches('^0*[1-9][0-9]*(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')";
+const POSITIVE_SIZE_MESSAGE: &str = "must be a positive whole size such as 10Mi or 1G";
+
 /// Who may upload and download under a path prefix, which files, how big, and where they go.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "sluice.dev",
     version = "v1alpha1",
@@ -24,6 +32,7 @@ use serde::{Deserialize, Serialize};
     shortname = "upol",
     printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
     printcolumn = r#"{"name":"Prefix","type":"string","jsonPath":".spec.pathPrefix"}"#,
+    printcolumn = r#"{"name":"Backend","type":"string","jsonPath":".status.backend"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -34,6 +43,7 @@ pub struct UploadPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
     /// URL path prefix, starting and ending with `/`. Longest matching prefix wins.
+    #[x_kube(validation = Rule::new("self.startsWith('/') && self.endsWith('/')").message("pathPrefix must start and end with '/'"))]
     pub path_prefix: String,
     /// Where accepted files are stored. Exactly one kind.
     pub backend: BackendSpec,
@@ -47,8 +57,9 @@ pub struct UploadPolicySpec {
 }
 
 /// Exactly one of `fs`, `http`, `s3`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.fs), has(self.http), has(self.s3)].filter(k, k).size() == 1").message("exactly one of backend.fs, backend.http, backend.s3"))]
 pub struct BackendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fs: Option<FsBackendSpec>,
@@ -97,10 +108,14 @@ pub enum HttpMode {
     Multipart,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SpoolSpec {
+    /// Bytes kept in memory before spilling to disk (quantity, may be 0).
+    #[x_kube(validation = Rule::new(SIZE_RULE).message(SIZE_MESSAGE))]
     pub memory: String,
+    /// Most bytes spooled in all (quantity, positive).
+    #[x_kube(validation = Rule::new(POSITIVE_SIZE_RULE).message(POSITIVE_SIZE_MESSAGE))]
     pub disk: String,
 }
 
@@ -120,14 +135,16 @@ pub struct S3BackendSpec {
     pub path_style: Option<bool>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadSpec {
     /// Largest accepted file, as a quantity (`10Mi`). Default `1Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(POSITIVE_SIZE_RULE).message(POSITIVE_SIZE_MESSAGE))]
     pub max_file_size: Option<String>,
     /// Most file parts in one multipart request. Default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxFiles must be at least 1"))]
     pub max_files: Option<u32>,
     /// Allowed content types, wildcards allowed (`image/*`). Empty: any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -229,6 +246,9 @@ pub struct UploadPolicyStatus {
     pub proxies: Option<ProxiesStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_version: Option<String>,
+    /// The backend kind (`fs`, `http`, `s3`), for `kubectl get`'s Backend column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
