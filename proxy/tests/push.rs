@@ -247,3 +247,106 @@ fn an_empty_token_file_stops_the_proxy_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is empty"), "{err}");
 }
+
+/// The operator's side: its push client and per-pod bookkeeping against two real
+/// proxies, as the controller drives them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_push_client_programs_two_proxies() {
+    use sluice_operator::push::{Payload, PushError, Pusher};
+    use sluice_operator::status::Fleet;
+    use sluice_operator::sync::Tracker;
+    use std::time::{Duration, Instant};
+
+    let (sa, sb) = (Shared::new(), Shared::new());
+    let mut a = sa.start(&["--min-upload-rate", "0"]);
+    let b = sb.start(&[]);
+    let pusher = Pusher::new(TOKEN, Duration::from_secs(5)).expect("pusher");
+    let mut tracker = Tracker::default();
+    let now = Instant::now();
+    tracker.pod_seen("proxy-a", a.admin, true, now);
+    tracker.pod_seen("proxy-b", b.admin, true, now);
+
+    // Push one config to every due pod, as the controller does.
+    async fn round(pusher: &Pusher, tracker: &mut Tracker, payload: &Payload) {
+        let now = Instant::now();
+        tracker.set_desired(&payload.version, now);
+        for due in tracker.take_due(now) {
+            let r = pusher.push(due.admin, payload).await;
+            assert!(r.is_ok(), "push to {}: {r:?}", due.pod);
+            tracker.pushed(&due.pod, r.map_err(|_| ()), Instant::now());
+        }
+    }
+
+    let v1 = Payload::new(
+        &sluice_proxy::runtime::compile_texts(&[("p".into(), policy("alpha", "/alpha/", "1Mi"))])
+            .expect("compile"),
+    );
+    round(&pusher, &mut tracker, &v1).await;
+    assert_eq!(
+        tracker.fleet(),
+        Fleet {
+            ready: 2,
+            synced: 2
+        }
+    );
+    let data = random_bytes(5000, 96);
+    for p in [&a, &b] {
+        // Served as soon as the push answered.
+        assert_created_one(&put(p, "/alpha/x.bin", &data), "x.bin", &data);
+        assert_eq!(
+            pusher.served(p.admin).await.expect("served"),
+            Some(v1.version.clone())
+        );
+    }
+
+    // An upload in flight on proxy a while v2 (no /alpha/) goes out.
+    let big = random_bytes(40_000, 97);
+    let mut held = Raw::connect(a.addr);
+    held.send(&head(
+        "PUT",
+        "/alpha/held.bin",
+        &[&format!("Content-Length: {}", big.len())],
+    ));
+    held.send(&big[..1000]);
+    a.wait_in_flight(1.0);
+    let v2 = Payload::new(
+        &sluice_proxy::runtime::compile_texts(&[("p".into(), policy("beta", "/beta/", "1Mi"))])
+            .expect("compile"),
+    );
+    round(&pusher, &mut tracker, &v2).await;
+    assert_eq!(
+        tracker.fleet(),
+        Fleet {
+            ready: 2,
+            synced: 2
+        }
+    );
+    for p in [&a, &b] {
+        assert_reject(&put(p, "/alpha/y.bin", &data), 404, "no_route");
+        assert_created_one(&put(p, "/beta/y.bin", &data), "y.bin", &data);
+    }
+    held.send(&big[1000..]);
+    assert_created_one(&held.read_response(), "held.bin", &big);
+
+    // A wrong token is refused, and says so.
+    let wrong = Pusher::new("not-the-token", Duration::from_secs(5)).expect("pusher");
+    assert!(matches!(
+        wrong.push(b.admin, &v1).await,
+        Err(PushError::Unauthorized)
+    ));
+    assert_eq!(
+        pusher.served(b.admin).await.expect("served"),
+        Some(v2.version.clone())
+    );
+
+    // The operator goes away and proxy a restarts: it serves what it had.
+    a.sigterm();
+    assert!(a.wait_exit(DEADLINE).success());
+    drop(a);
+    let a = sa.start(&[]);
+    assert_eq!(
+        pusher.served(a.admin).await.expect("served"),
+        Some(v2.version.clone())
+    );
+    assert_created_one(&put(&a, "/beta/z.bin", &data), "z.bin", &data);
+}
