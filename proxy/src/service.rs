@@ -138,9 +138,12 @@ pub async fn handle(
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let mut policy = String::new();
+    let req = BodySlot::wrap(req);
+    let slot = req.body().clone();
     let (resp, bytes, rule) = match dispatch(&app, peer, req, &mut policy).await {
         Ok((resp, bytes)) => (resp, bytes, None),
         Err(r) => {
+            slot.linger();
             if matches!(r, Reject::Storage(_)) {
                 tracing::error!(error = %r, %path, "storage failure");
             }
@@ -164,14 +167,14 @@ pub async fn handle(
     Ok(resp)
 }
 
-fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a [u8]> {
+fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a [u8]> {
     req.headers().get(name).map(|v| v.as_bytes())
 }
 
 async fn dispatch(
     app: &Arc<App>,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    req: Request<BodySlot>,
     policy: &mut String,
 ) -> Result<(Response<Body>, u64), Reject> {
     let host = req.uri().host().map(str::to_string).or_else(|| {
@@ -208,10 +211,7 @@ async fn dispatch(
                 remotes: &app.remotes,
                 fsync: app.settings.fsync,
             };
-            let (slot, body) = body_stream(app, req);
-            let stored = upload::multipart(&ctx, rel, &ct, body)
-                .await
-                .inspect_err(|_| slot.linger())?;
+            let stored = upload::multipart(&ctx, rel, &ct, body_stream(app, req)).await?;
             Ok(created(app, stored))
         }
         Method::PUT => {
@@ -233,10 +233,7 @@ async fn dispatch(
             let ct = header(&req, "content-type")
                 .and_then(|c| std::str::from_utf8(c).ok())
                 .map(str::to_string);
-            let (slot, body) = body_stream(app, req);
-            let stored = upload::put(&ctx, rel, ct.as_deref(), len, body)
-                .await
-                .inspect_err(|_| slot.linger())?;
+            let stored = upload::put(&ctx, rel, ct.as_deref(), len, body_stream(app, req)).await?;
             Ok(created(app, stored))
         }
         ref m => Err(Reject::MethodNotAllowed {
@@ -248,23 +245,12 @@ async fn dispatch(
 
 fn body_stream(
     app: &App,
-    req: Request<Incoming>,
-) -> (
-    BodySlot,
-    Paced<futures_util::stream::BoxStream<'static, Result<Bytes, hyper::Error>>>,
-) {
-    let expect_continue =
-        header(&req, "expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
-    let slot = BodySlot(Arc::new(std::sync::Mutex::new(SlotState {
-        linger: req.version() < Version::HTTP_2,
-        body: Some(req.into_body()),
-        polled: false,
-        expect_continue,
-    })));
-    let frames = BodyStream::new(slot.clone())
+    req: Request<BodySlot>,
+) -> Paced<futures_util::stream::BoxStream<'static, Result<Bytes, hyper::Error>>> {
+    let frames = BodyStream::new(req.into_body())
         .try_filter_map(|f| futures_util::future::ready(Ok(f.into_data().ok())))
         .boxed();
-    (slot, Paced::new(frames, app.settings.pace))
+    Paced::new(frames, app.settings.pace)
 }
 
 /// Most of what is left of a request body that is read after an early answer.
@@ -272,10 +258,11 @@ const LINGER_BYTES: u64 = 4 << 20;
 /// How long that reading may take.
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The request body of an upload, shared between the upload pipeline and `linger`.
+/// A request body, shared between whoever reads it and `linger`.
 ///
-/// An upload can be rejected while the client is still sending (a file too large
-/// mid-stream, a wrong type). Closing a socket that has unread bytes makes the kernel
+/// A request can be refused while the client is still sending its body: before it
+/// is read (no route, auth, a Content-Length over the limit) or mid-stream (a file
+/// too large, a wrong type). Closing a socket that has unread bytes makes the kernel
 /// send a reset, and a client still writing then sees a broken pipe instead of the
 /// JSON answer. So after a rejection the rest of the body is read and dropped, up to
 /// `LINGER_BYTES` or `LINGER_TIME` (nginx's "lingering close"), while hyper writes the
@@ -295,6 +282,20 @@ struct SlotState {
 }
 
 impl BodySlot {
+    fn wrap(req: Request<Incoming>) -> Request<BodySlot> {
+        let expect_continue =
+            header(&req, "expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
+        let linger = req.version() < Version::HTTP_2;
+        req.map(|body| {
+            BodySlot(Arc::new(std::sync::Mutex::new(SlotState {
+                linger,
+                body: Some(body),
+                polled: false,
+                expect_continue,
+            })))
+        })
+    }
+
     fn linger(&self) {
         let Ok(mut s) = self.0.lock() else { return };
         if !s.linger || (s.expect_continue && !s.polled) {
@@ -362,7 +363,7 @@ async fn download_hyper(
     app: &Arc<App>,
     route: &RouteRt,
     rel: &str,
-    req: Request<Incoming>,
+    req: Request<BodySlot>,
     peer: SocketAddr,
 ) -> Result<(Response<Body>, u64), Reject> {
     let head = req.method() == Method::HEAD;
