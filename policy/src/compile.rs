@@ -343,6 +343,19 @@ pub fn validate_host(h: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An fs root: a directory under the proxy's data dir, never above it.
+pub fn validate_fs_root(root: &str) -> Result<(), String> {
+    let climbs = std::path::Path::new(root)
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir));
+    if root.trim().is_empty() || climbs {
+        return Err(format!(
+            "backend.fs.root {root:?} must be a plain directory under the data dir (not empty, no '..')"
+        ));
+    }
+    Ok(())
+}
+
 fn validate_rest(spec: &UploadPolicySpec) -> Result<(), String> {
     let b = &spec.backend;
     let kinds = [b.fs.is_some(), b.http.is_some(), b.s3.is_some()]
@@ -354,10 +367,8 @@ fn validate_rest(spec: &UploadPolicySpec) -> Result<(), String> {
             "backend: exactly one of fs, http, s3 is required ({kinds} given)"
         ));
     }
-    if let Some(fs) = &b.fs
-        && fs.root.trim().is_empty()
-    {
-        return Err("backend.fs.root must not be empty".into());
+    if let Some(fs) = &b.fs {
+        validate_fs_root(&fs.root)?;
     }
     if let Some(h) = &b.http {
         if !(h.url.starts_with("http://") || h.url.starts_with("https://")) || h.url.len() < 10 {

@@ -133,13 +133,8 @@ impl ProxyConfig {
             if r.upload.max_file_size == 0 || r.upload.max_files == 0 {
                 return Err(at("maxFileSize and maxFiles must be positive".into()));
             }
-            if let Backend::Fs { root } = &r.backend
-                && (root.trim().is_empty()
-                    || std::path::Path::new(root)
-                        .components()
-                        .any(|c| matches!(c, std::path::Component::ParentDir)))
-            {
-                return Err(at(format!("fs root {root:?} must be a plain directory")));
+            if let Backend::Fs { root } = &r.backend {
+                crate::compile::validate_fs_root(root).map_err(at)?;
             }
             let hosts = if r.hosts.is_empty() {
                 vec![String::new()]

@@ -169,6 +169,7 @@ fn invalid_specs_are_named() {
             "exactly one",
         ),
         ("pathPrefix: /a/\nbackend: {fs: {root: ''}}\n", "root"),
+        ("pathPrefix: /a/\nbackend: {fs: {root: ../up}}\n", "no '..'"),
         (
             "pathPrefix: /a/\nbackend: {http: {url: 'ftp://x/y'}}\n",
             "url",
