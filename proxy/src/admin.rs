@@ -112,6 +112,17 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
     }
 }
 
+/// The push API's token: the file's content, trimmed; an error when unreadable or empty.
+pub fn read_token(file: &std::path::Path) -> Result<String, String> {
+    let t = std::fs::read_to_string(file)
+        .map_err(|e| format!("reading --admin-token-file {}: {e}", file.display()))?;
+    let t = t.trim();
+    if t.is_empty() {
+        return Err(format!("--admin-token-file {} is empty", file.display()));
+    }
+    Ok(t.to_string())
+}
+
 async fn push_api(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let Some(token_file) = &admin.token_file else {
         return error(
@@ -120,10 +131,10 @@ async fn push_api(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>
             "this proxy takes no pushed configuration: start it with --admin-token-file",
         );
     };
-    let expected = match std::fs::read_to_string(token_file) {
-        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
-        Ok(_) | Err(_) => {
-            tracing::error!(file = %token_file.display(), "the admin token file is unreadable or empty");
+    let expected = match read_token(token_file) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "the admin token is unavailable");
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "token_unavailable",

@@ -163,13 +163,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
     );
     if let Some(f) = &admin_token_file {
-        let t = std::fs::read_to_string(f)
-            .with_context(|| format!("reading --admin-token-file {}", f.display()))?;
-        anyhow::ensure!(
-            !t.trim().is_empty(),
-            "--admin-token-file {} is empty",
-            f.display()
-        );
+        admin::read_token(f).map_err(anyhow::Error::msg)?;
     }
     let source = Source {
         managed: admin_token_file.is_some() || config_snapshot.is_some(),

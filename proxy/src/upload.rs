@@ -185,14 +185,7 @@ where
             .map_err(|e| from_multer(e, rules, limit))
         });
         pump(&mut chunks, rules, &declared, &mut part).await?;
-        let s = part.finish().await?;
-        let obj = StoredObject {
-            key,
-            size: s.written().size,
-            content_type: declared,
-            sha256: s.written().sha256.clone(),
-        };
-        staged.push((s, obj));
+        staged.push(finish(part, key, declared).await?);
     }
     if staged.is_empty() {
         return Err(Reject::NoFiles);
@@ -223,14 +216,7 @@ where
     let mut part = open(ctx, &key, &declared, known_len)?;
     let mut chunks = body.map(|r| r.map_err(Reject::from));
     pump(&mut chunks, rules, &declared, &mut part).await?;
-    let s = part.finish().await?;
-    let obj = StoredObject {
-        key,
-        size: s.written().size,
-        content_type: declared,
-        sha256: s.written().sha256.clone(),
-    };
-    commit(vec![(s, obj)])
+    commit(vec![finish(part, key, declared).await?])
 }
 
 fn open(
@@ -322,6 +308,22 @@ where
         part.write(buf.freeze()).await?;
     }
     Ok(())
+}
+
+/// Completes a part's backend object (not yet visible) and describes it for the answer.
+async fn finish(
+    part: Part,
+    key: String,
+    declared: String,
+) -> Result<(Staged, StoredObject), Reject> {
+    let s = part.finish().await?;
+    let obj = StoredObject {
+        key,
+        size: s.written().size,
+        content_type: declared,
+        sha256: s.written().sha256.clone(),
+    };
+    Ok((s, obj))
 }
 
 fn commit(staged: Vec<(Staged, StoredObject)>) -> Result<Stored, Reject> {

@@ -25,11 +25,6 @@ fn config_version(p: &Proxy) -> String {
         .to_string()
 }
 
-fn put(p: &Proxy, path: &str, data: &[u8]) -> Response {
-    let f = temp_file(data);
-    curl(&["-T", path_str(f.path()), &p.url(path)])
-}
-
 #[test]
 fn health_and_readiness() {
     let p = Proxy::start(None, &[]);

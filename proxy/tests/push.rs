@@ -78,11 +78,6 @@ fn served_version(p: &Proxy) -> serde_json::Value {
     r.json()["version"].clone()
 }
 
-fn put(p: &Proxy, path: &str, data: &[u8]) -> Response {
-    let f = temp_file(data);
-    curl(&["-T", path_str(f.path()), &p.url(path)])
-}
-
 fn version_of(cfg: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(cfg).expect("config json");
     v["version"].as_str().expect("version").to_string()

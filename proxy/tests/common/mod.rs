@@ -513,6 +513,12 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// A temp file holding `data`, for curl to upload.
+/// `curl -T`: a raw PUT of `data` to `path` on the proxy.
+pub fn put(p: &Proxy, path: &str, data: &[u8]) -> Response {
+    let f = temp_file(data);
+    curl(&["-T", path_str(f.path()), &p.url(path)])
+}
+
 pub fn temp_file(data: &[u8]) -> tempfile::NamedTempFile {
     let mut f = tempfile::NamedTempFile::new().expect("temp file");
     f.write_all(data).expect("write temp file");
