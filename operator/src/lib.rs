@@ -1,12 +1,20 @@
 //! sluice-operator: the control plane. Its parts, each testable alone:
 //!
 //! ```text
-//!   status  what an UploadPolicy's status should say (pure)
-//!   sync    desired versus served config, per proxy pod, with backoff (pure)
-//!   push    the client of the proxies' push API (PUT /v1/config)
+//!   status      what an UploadPolicy's status should say (pure)
+//!   sync        desired versus served config, per proxy pod, with backoff (pure)
+//!   push        the client of the proxies' push API (PUT /v1/config)
+//!   controller  one reconcile round: compile, ConfigMap, pods, status, Events
+//!   lease       leader election on a coordination.k8s.io Lease
+//!   run         the watches, the leader's loop, pushes, health and metrics
+//!   metrics     Prometheus metrics
 //! ```
 
+pub mod controller;
+pub mod lease;
+pub mod metrics;
 pub mod push;
+pub mod run;
 pub mod status;
 pub mod sync;
 

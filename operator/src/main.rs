@@ -3,11 +3,27 @@
 //! ```text
 //!   sluice-operator crd   -> the UploadPolicy CustomResourceDefinition as YAML,
 //!                            generated from policy/ (crds/uploadpolicy.yaml is its output)
+//!   sluice-operator run   -> the controller: watch UploadPolicies, their Secrets and the
+//!                            proxy pods; compile; write the ConfigMap; push to every proxy;
+//!                            write status (leader only, via a Lease)
 //! ```
-//! The controller itself (`run`: watch, compile, push to proxy pods, status) is
-//! built on the proxies' push API (`PUT /v1/config` on their admin port).
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use sluice_operator::controller::Settings;
+use sluice_operator::lease::{Elector, LeaseConfig};
+use sluice_operator::metrics::Metrics;
+use sluice_operator::push::Pusher;
+use sluice_operator::run::{Runtime, Watch, run, serve_health};
+use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -16,17 +32,182 @@ struct Args {
     command: Command,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Print the UploadPolicy CRD (YAML) to standard output.
     Crd,
+    /// Run the controller (uses KUBECONFIG, ~/.kube/config or the in-cluster config).
+    Run(Box<RunArgs>),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The operator's own namespace: proxy pods, the config ConfigMap and the Lease live here.
+    #[arg(long, env = "SLUICE_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Namespace whose UploadPolicies (and their Secrets) are served; empty: every namespace.
+    #[arg(long, env = "SLUICE_WATCH_NAMESPACE", default_value = "")]
+    watch_namespace: String,
+    /// Label selector of the proxy pods.
+    #[arg(
+        long,
+        env = "SLUICE_PROXY_SELECTOR",
+        default_value = "app.kubernetes.io/name=sluice,app.kubernetes.io/component=proxy"
+    )]
+    proxy_selector: String,
+    /// Port of the proxies' admin API on each pod IP.
+    #[arg(long, env = "SLUICE_PROXY_ADMIN_PORT", default_value_t = 9901)]
+    proxy_admin_port: u16,
+    /// File holding the bearer token of the proxies' push API (the same Secret the proxies mount).
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
+    admin_token_file: PathBuf,
+    /// ConfigMap (in --namespace) the compiled config is written to, key config.json.
+    #[arg(long, env = "SLUICE_CONFIGMAP", default_value = "sluice-config")]
+    configmap: String,
+    /// Lease (in --namespace) used for leader election.
+    #[arg(long, env = "SLUICE_LEASE_NAME", default_value = "sluice-operator")]
+    lease_name: String,
+    /// This replica's name in the Lease (the pod name in a cluster); default: hostname-pid.
+    #[arg(long, env = "SLUICE_IDENTITY")]
+    identity: Option<String>,
+    /// How long a leader's claim lasts without renewal.
+    #[arg(long, env = "SLUICE_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+    /// How often the leader renews (and followers check) the Lease.
+    #[arg(long, env = "SLUICE_LEASE_RENEW", default_value = "2s", value_parser = humantime::parse_duration)]
+    lease_renew: Duration,
+    /// Timeout of one push to one proxy.
+    #[arg(long, env = "SLUICE_PUSH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    push_timeout: Duration,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Crd => print!("{}", sluice_operator::crd_yaml()?),
+        Command::Run(args) => {
+            init_logs(args.log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            if let Err(e) = rt.block_on(run_operator(*args)) {
+                tracing::error!(error = format!("{e:#}"), "sluice-operator stopped");
+                return Err(e);
+            }
+        }
     }
     Ok(())
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => b.json().flatten_event(true).init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(&args.admin_token_file).with_context(|| {
+        format!(
+            "reading --admin-token-file {}",
+            args.admin_token_file.display()
+        )
+    })?;
+    anyhow::ensure!(
+        !token.trim().is_empty(),
+        "--admin-token-file {} is empty",
+        args.admin_token_file.display()
+    );
+    let pusher = Pusher::new(&token, args.push_timeout)?;
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes client config (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    anyhow::ensure!(
+        args.lease_renew < args.lease_duration,
+        "--lease-renew must be shorter than --lease-duration"
+    );
+
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (leader_tx, leader) = watch::channel(false);
+    let metrics = Arc::new(Metrics::default());
+    let synced = Arc::new(AtomicBool::new(false));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, identity = %identity, "sluice-operator listening");
+    let health = tokio::spawn(serve_health(
+        listener,
+        metrics.clone(),
+        synced.clone(),
+        leader.clone(),
+        shutdown.clone(),
+    ));
+
+    let elector = Elector::new(
+        Api::<Lease>::namespaced(client.clone(), &args.namespace),
+        LeaseConfig {
+            name: args.lease_name.clone(),
+            identity: identity.clone(),
+            duration: args.lease_duration,
+            renew: args.lease_renew,
+        },
+    );
+    let elector = tokio::spawn(elector.run(leader_tx, shutdown.clone()));
+
+    let runtime = Runtime {
+        client,
+        settings: Settings {
+            namespace: args.namespace.clone(),
+            configmap: args.configmap.clone(),
+            admin_port: args.proxy_admin_port,
+        },
+        watch: Watch {
+            watch_namespace: Some(args.watch_namespace.clone()).filter(|n| !n.is_empty()),
+            proxy_selector: args.proxy_selector.clone(),
+        },
+        identity,
+        pusher,
+        metrics,
+        synced,
+    };
+    let signals = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+        anyhow::Ok(())
+    };
+    let result = tokio::select! {
+        r = run(runtime, leader, shutdown.clone()) => r,
+        r = signals => r,
+    };
+    shutdown_tx.send_replace(true);
+    // Hand the Lease over so the other replica takes over at once.
+    let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
+    let _ = health.await;
+    tracing::info!("sluice-operator stopped");
+    result
 }
 
 #[cfg(test)]

@@ -3,10 +3,15 @@
 //! Pure bookkeeping (time is passed in); the controller does the pushing.
 //!
 //! ```text
-//!   set_desired(v) ----------------------> every ready pod not serving v is due
-//!   pod_seen(ready: false -> true) ------> due at once (a new pod gets pushed first thing)
-//!   pushed(Ok(v)) -> served = v          pushed(Err) -> due again after the backoff
+//!   set_desired(v) --------------------------> every reachable pod not serving v is due
+//!   pod_seen(reachable: false -> true) ------> due at once (a new pod gets pushed first thing)
+//!   pushed(Ok(v)) -> served = v              pushed(Err) -> due again after the backoff
 //! ```
+//!
+//! Reachable (running, with an IP, not terminating) and ready are told apart:
+//! a proxy that boots with no config is running but not ready (its /readyz
+//! waits for a config), so the push must not wait for readiness or the two
+//! would wait on each other. `Programmed` counts ready pods only.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +26,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 struct Pod {
     admin: SocketAddr,
+    /// Running with an IP and not terminating: worth pushing to.
+    reachable: bool,
+    /// Its Ready condition: what `Programmed` counts.
     ready: bool,
     /// The version the pod last said it serves.
     served: Option<String>,
@@ -61,9 +69,18 @@ impl Tracker {
     }
 
     /// A pod as the API server shows it (its IP and the admin port, and readiness).
-    pub fn pod_seen(&mut self, name: &str, admin: SocketAddr, ready: bool, now: Instant) {
+    pub fn pod_seen(
+        &mut self,
+        name: &str,
+        admin: SocketAddr,
+        reachable: bool,
+        ready: bool,
+        now: Instant,
+    ) {
+        let ready = ready && reachable;
         let p = self.pods.entry(name.to_string()).or_insert(Pod {
             admin,
+            reachable: false,
             ready: false,
             served: None,
             failures: 0,
@@ -75,15 +92,31 @@ impl Tracker {
             p.admin = admin;
             p.served = None;
         }
-        if ready && !p.ready {
+        if reachable && !p.reachable {
             p.failures = 0;
             p.not_before = now;
         }
-        if !ready {
-            // A pod that is not ready may restart with anything; ask again when it is.
+        if !reachable {
+            // A pod that went away may come back with anything; push again when it is back.
             p.served = None;
         }
+        p.reachable = reachable;
         p.ready = ready;
+    }
+
+    pub fn pod_names(&self) -> impl Iterator<Item = &str> {
+        self.pods.keys().map(String::as_str)
+    }
+
+    /// Whether a push is in flight or due now: its outcome is moments away.
+    pub fn busy(&self, now: Instant) -> bool {
+        let Some(version) = self.desired.as_deref() else {
+            return false;
+        };
+        self.pods.values().any(|p| {
+            p.in_flight
+                || p.reachable && p.served.as_deref() != Some(version) && p.not_before <= now
+        })
     }
 
     pub fn pod_gone(&mut self, name: &str) {
@@ -97,7 +130,7 @@ impl Tracker {
         };
         let mut out = Vec::new();
         for (name, p) in &mut self.pods {
-            if p.ready
+            if p.reachable
                 && !p.in_flight
                 && p.served.as_deref() != Some(&version)
                 && p.not_before <= now
@@ -136,7 +169,7 @@ impl Tracker {
         let version = self.desired.as_deref()?;
         self.pods
             .values()
-            .filter(|p| p.ready && !p.in_flight && p.served.as_deref() != Some(version))
+            .filter(|p| p.reachable && !p.in_flight && p.served.as_deref() != Some(version))
             .map(|p| p.not_before)
             .min()
     }
@@ -172,9 +205,9 @@ mod tests {
     fn a_new_version_is_due_on_every_ready_pod_once() {
         let t0 = Instant::now();
         let mut t = Tracker::default();
-        t.pod_seen("a", addr(2), true, t0);
-        t.pod_seen("b", addr(3), true, t0);
-        t.pod_seen("c", addr(4), false, t0);
+        t.pod_seen("a", addr(2), true, true, t0);
+        t.pod_seen("b", addr(3), true, true, t0);
+        t.pod_seen("c", addr(4), false, false, t0);
         assert!(t.take_due(t0).is_empty(), "no desired version yet");
         t.set_desired("v1", t0);
         let due = t.take_due(t0);
@@ -200,7 +233,7 @@ mod tests {
     fn failures_back_off_and_a_new_version_resets_them() {
         let t0 = Instant::now();
         let mut t = Tracker::default();
-        t.pod_seen("a", addr(2), true, t0);
+        t.pod_seen("a", addr(2), true, true, t0);
         t.set_desired("v1", t0);
         assert_eq!(t.take_due(t0).len(), 1);
         t.pushed("a", Err(()), t0);
@@ -225,14 +258,14 @@ mod tests {
         let t0 = Instant::now();
         let mut t = Tracker::default();
         t.set_desired("v1", t0);
-        t.pod_seen("a", addr(2), false, t0);
+        t.pod_seen("a", addr(2), false, false, t0);
         assert!(t.take_due(t0).is_empty());
-        t.pod_seen("a", addr(2), true, t0);
+        t.pod_seen("a", addr(2), true, true, t0);
         assert_eq!(t.take_due(t0)[0].admin, addr(2));
         t.pushed("a", Ok("v1".into()), t0);
         // It went unready (restart?): whatever it serves now is unknown, so it is
         // pushed again when ready, and does not count as synced meanwhile.
-        t.pod_seen("a", addr(2), false, t0);
+        t.pod_seen("a", addr(2), false, false, t0);
         assert_eq!(
             t.fleet(),
             Fleet {
@@ -240,10 +273,31 @@ mod tests {
                 synced: 0
             }
         );
-        t.pod_seen("a", addr(5), true, t0);
+        t.pod_seen("a", addr(5), true, true, t0);
         assert_eq!(t.take_due(t0)[0].admin, addr(5));
         t.pod_gone("a");
         assert_eq!(t.fleet(), Fleet::default());
+    }
+
+    #[test]
+    fn a_running_pod_without_config_is_pushed_before_it_is_ready() {
+        let t0 = Instant::now();
+        let mut t = Tracker::default();
+        t.set_desired("v1", t0);
+        // Booted with no config: running, /readyz says 503, so not Ready.
+        t.pod_seen("a", addr(2), true, false, t0);
+        assert_eq!(t.take_due(t0).len(), 1, "pushed while not ready");
+        t.pushed("a", Ok("v1".into()), t0);
+        assert_eq!(t.fleet(), Fleet::default(), "not counted until Ready");
+        t.pod_seen("a", addr(2), true, true, t0);
+        assert!(t.take_due(t0).is_empty(), "already serves v1");
+        assert_eq!(
+            t.fleet(),
+            Fleet {
+                ready: 1,
+                synced: 1
+            }
+        );
     }
 
     #[test]

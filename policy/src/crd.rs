@@ -69,6 +69,21 @@ pub struct BackendSpec {
     pub s3: Option<S3BackendSpec>,
 }
 
+impl BackendSpec {
+    /// `fs`, `http` or `s3` (the first set; `none` when none is, which validation refuses).
+    pub fn kind(&self) -> &'static str {
+        if self.fs.is_some() {
+            "fs"
+        } else if self.http.is_some() {
+            "http"
+        } else if self.s3.is_some() {
+            "s3"
+        } else {
+            "none"
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FsBackendSpec {

@@ -258,8 +258,8 @@ async fn the_operator_push_client_programs_two_proxies() {
     let pusher = Pusher::new(TOKEN, Duration::from_secs(5)).expect("pusher");
     let mut tracker = Tracker::default();
     let now = Instant::now();
-    tracker.pod_seen("proxy-a", a.admin, true, now);
-    tracker.pod_seen("proxy-b", b.admin, true, now);
+    tracker.pod_seen("proxy-a", a.admin, true, true, now);
+    tracker.pod_seen("proxy-b", b.admin, true, true, now);
 
     // Push one config to every due pod, as the controller does.
     async fn round(pusher: &Pusher, tracker: &mut Tracker, payload: &Payload) {

@@ -148,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
     let pusher = Pusher::new(TOKEN, Duration::from_secs(10))?;
     let mut tracker = Tracker::default();
     for (i, a) in admins.iter().enumerate() {
-        tracker.pod_seen(&format!("proxy-{i}"), *a, true, Instant::now());
+        tracker.pod_seen(&format!("proxy-{i}"), *a, true, true, Instant::now());
     }
 
     let (mut total, mut compile, mut fanout) = (Vec::new(), Vec::new(), Vec::new());

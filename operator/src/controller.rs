@@ -1,0 +1,381 @@
+//! One reconcile round: what the watches show -> one ProxyConfig -> the
+//! ConfigMap, the push targets and every UploadPolicy's status.
+//!
+//! ```text
+//!   World {policies, secrets, pods}      (reflector stores, see run.rs)
+//!     -> compile(policies, secrets)       one config, content-hash version
+//!     -> version changed?  apply ConfigMap {config.json}, tracker.set_desired
+//!     -> pods              tracker.pod_seen / pod_gone
+//!     -> per policy        status::desired; apply status when it differs;
+//!                          an Event when Accepted or Programmed changes
+//! ```
+//! All policies compile into one config, so there is one round for the whole
+//! world rather than one per object: a kube-runtime `Controller` (per-object
+//! reconcile) does not fit, its watches and stores do (run.rs). Writes are
+//! server-side apply with one field manager, so they are idempotent and a
+//! field the operator stops setting is removed. A write that fails is retried
+//! on the next round; one policy's failure never stops the others.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource};
+use sluice_policy::compile::key_of;
+use sluice_policy::{UploadPolicy, UploadPolicyStatus};
+
+use crate::metrics::Metrics;
+use crate::push::Payload;
+use crate::status::{self, ACCEPTED, Facts, PROGRAMMED};
+use crate::sync::Tracker;
+
+/// The field manager of every write (server-side apply).
+pub const FIELD_MANAGER: &str = "sluice-operator";
+/// The ConfigMap key proxies boot from (`--config-snapshot`).
+pub const CONFIG_KEY: &str = "config.json";
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The operator's own namespace: proxy pods, the ConfigMap, the Lease.
+    pub namespace: String,
+    pub configmap: String,
+    /// Port of the proxies' admin API (push, probes) on each pod IP.
+    pub admin_port: u16,
+}
+
+/// What the watches show at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    pub policies: Vec<Arc<UploadPolicy>>,
+    pub secrets: Vec<Arc<Secret>>,
+    pub pods: Vec<Arc<Pod>>,
+}
+
+/// A proxy pod as the push needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyPod {
+    pub name: String,
+    pub admin: SocketAddr,
+    pub reachable: bool,
+    pub ready: bool,
+}
+
+/// Reads a pod; None while it has no IP (nothing to push to yet).
+pub fn proxy_pod(pod: &Pod, admin_port: u16) -> Option<ProxyPod> {
+    let name = pod.metadata.name.clone()?;
+    let status = pod.status.as_ref()?;
+    let ip: IpAddr = status.pod_ip.as_deref()?.parse().ok()?;
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let running = status.phase.as_deref() == Some("Running");
+    let terminating = pod.metadata.deletion_timestamp.is_some();
+    Some(ProxyPod {
+        name,
+        admin: SocketAddr::new(ip, admin_port),
+        reachable: !terminating && (running || ready),
+        ready: !terminating && ready,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}: {source}")]
+pub struct WriteError {
+    pub kind: &'static str,
+    #[source]
+    pub source: kube::Error,
+}
+
+pub struct Reconciler {
+    client: Client,
+    settings: Settings,
+    pub tracker: Tracker,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    /// The config to push (the last compiled).
+    pub payload: Option<Payload>,
+    /// The version last written to the ConfigMap.
+    written_config: Option<String>,
+    /// The status last written per policy (the watch may not show it yet).
+    written_status: BTreeMap<String, UploadPolicyStatus>,
+    /// When a failed write is retried.
+    pub retry_at: Option<Instant>,
+}
+
+/// Delay before a round that had failed writes runs again by itself.
+const WRITE_RETRY: Duration = Duration::from_secs(1);
+
+impl Reconciler {
+    pub fn new(client: Client, settings: Settings, identity: &str, metrics: Arc<Metrics>) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_string(),
+                instance: Some(identity.to_string()),
+            },
+        );
+        Reconciler {
+            client,
+            settings,
+            tracker: Tracker::default(),
+            recorder,
+            metrics,
+            payload: None,
+            written_config: None,
+            written_status: BTreeMap::new(),
+            retry_at: None,
+        }
+    }
+
+    /// Forgets what was written and pushed: after losing and regaining
+    /// leadership, another replica may have changed anything.
+    pub fn forget(&mut self) {
+        self.tracker = Tracker::default();
+        self.payload = None;
+        self.written_config = None;
+        self.written_status.clear();
+        self.retry_at = None;
+    }
+
+    /// One round. `stamp` is the time put on conditions that change.
+    pub async fn reconcile(&mut self, world: &World, now: Instant, stamp: Time) -> Vec<WriteError> {
+        self.metrics.reconciles.inc();
+        let mut errors = Vec::new();
+        let policies: Vec<UploadPolicy> = world.policies.iter().map(|p| (**p).clone()).collect();
+        let secrets: Vec<Secret> = world.secrets.iter().map(|s| (**s).clone()).collect();
+        let compiled = sluice_policy::compile(&policies, &secrets);
+        let version = compiled.config.version.clone();
+
+        if self.payload.as_ref().map(|p| &p.version) != Some(&version) {
+            self.payload = Some(Payload::new(&compiled.config));
+            self.tracker.set_desired(&version, now);
+            tracing::info!(
+                version = %version,
+                routes = compiled.config.routes.len(),
+                policies = policies.len(),
+                "new proxy config"
+            );
+        }
+        if self.written_config.as_deref() != Some(&version) {
+            match self.write_configmap(&version).await {
+                Ok(()) => self.written_config = Some(version.clone()),
+                Err(e) => errors.push(e),
+            }
+        }
+
+        // Pods: what the push and the Programmed condition see.
+        let mut present = BTreeSet::new();
+        for pod in world
+            .pods
+            .iter()
+            .filter_map(|p| proxy_pod(p, self.settings.admin_port))
+        {
+            self.tracker
+                .pod_seen(&pod.name, pod.admin, pod.reachable, pod.ready, now);
+            present.insert(pod.name);
+        }
+        let gone: Vec<String> = self
+            .tracker
+            .pod_names()
+            .filter(|n| !present.contains(*n))
+            .map(str::to_string)
+            .collect();
+        for name in gone {
+            self.tracker.pod_gone(&name);
+        }
+        let fleet = self.tracker.fleet();
+        self.metrics.pods_ready.set(i64::from(fleet.ready));
+        self.metrics.pods_synced.set(i64::from(fleet.synced));
+        self.metrics.policies.set(policies.len() as i64);
+        self.metrics.policies_accepted.set(
+            compiled
+                .outcomes
+                .values()
+                .filter(|o| matches!(o, sluice_policy::Outcome::Accepted))
+                .count() as i64,
+        );
+
+        // Status waits while pushes of the new version are due or in flight:
+        // they end within the push timeout, and then one write says how they
+        // went instead of a Pending write followed by a Programmed one.
+        if !self.tracker.busy(now) {
+            let alive: BTreeSet<String> = policies.iter().map(key_of).collect();
+            self.written_status.retain(|k, _| alive.contains(k));
+            for p in &policies {
+                let key = key_of(p);
+                let Some(outcome) = compiled.outcomes.get(&key) else {
+                    continue;
+                };
+                if let Err(e) = self
+                    .write_status(p, &key, outcome, &version, fleet, &stamp)
+                    .await
+                {
+                    errors.push(e);
+                }
+            }
+        }
+
+        for e in &errors {
+            self.metrics.error(e.kind);
+            tracing::warn!(error = %e, "reconcile write failed; retried");
+        }
+        self.retry_at = (!errors.is_empty()).then(|| now + WRITE_RETRY);
+        errors
+    }
+
+    async fn write_configmap(&self, version: &str) -> Result<(), WriteError> {
+        let body = self
+            .payload
+            .as_ref()
+            .map(|p| String::from_utf8_lossy(&p.body).into_owned())
+            .unwrap_or_default();
+        let cm = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": self.settings.configmap,
+                "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER},
+                "annotations": {"sluice.dev/config-version": version},
+            },
+            "data": {CONFIG_KEY: body},
+        });
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        api.patch(
+            &self.settings.configmap,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(cm),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|source| WriteError {
+            kind: "configmap",
+            source,
+        })
+    }
+
+    async fn write_status(
+        &mut self,
+        p: &UploadPolicy,
+        key: &str,
+        outcome: &sluice_policy::Outcome,
+        version: &str,
+        fleet: crate::status::Fleet,
+        stamp: &Time,
+    ) -> Result<(), WriteError> {
+        let backend = p.spec.backend.kind();
+        // What is there: our own last write when the watch has not shown it yet.
+        let current = self.written_status.get(key).or(p.status.as_ref());
+        let facts = Facts {
+            generation: p.metadata.generation.unwrap_or(0),
+            outcome,
+            backend,
+            desired_version: version,
+            fleet,
+        };
+        let desired = status::desired(current, &facts, stamp.clone());
+        if !status::needs_write(current, &desired) {
+            return Ok(());
+        }
+        let transitions = transitions(current, &desired);
+        let (Some(ns), Some(name)) = (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
+        else {
+            return Ok(());
+        };
+        let api: Api<UploadPolicy> = Api::namespaced(self.client.clone(), ns);
+        let patch = serde_json::json!({
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "UploadPolicy",
+            "metadata": {"name": name},
+            "status": desired,
+        });
+        api.patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .map_err(|source| WriteError {
+            kind: "status",
+            source,
+        })?;
+        self.metrics.status_writes.inc();
+        tracing::info!(
+            policy = %key,
+            generation = facts.generation,
+            accepted = %cond_status(&desired, ACCEPTED),
+            programmed = %cond_status(&desired, PROGRAMMED),
+            reason = %outcome.reason(),
+            "status written"
+        );
+        self.written_status.insert(key.to_string(), desired);
+        let reference = p.object_ref(&());
+        for c in transitions {
+            let event = Event {
+                type_: if c.status == "True" {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                },
+                reason: c.reason.clone(),
+                note: Some(truncate(&format!(
+                    "{} {}: {}",
+                    c.type_, c.status, c.message
+                ))),
+                action: c.type_.clone(),
+                secondary: None,
+            };
+            if let Err(source) = self.recorder.publish(&event, &reference).await {
+                // An event lost is not worth failing the round for.
+                self.metrics.error("event");
+                tracing::warn!(policy = %key, error = %source, "publishing an event failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Conditions whose status or reason differ from before (what an Event tells).
+fn transitions(
+    current: Option<&UploadPolicyStatus>,
+    desired: &UploadPolicyStatus,
+) -> Vec<Condition> {
+    desired
+        .conditions
+        .iter()
+        .filter(|c| {
+            let old = current.and_then(|s| s.conditions.iter().find(|o| o.type_ == c.type_));
+            old.is_none_or(|o| o.status != c.status || o.reason != c.reason)
+        })
+        .cloned()
+        .collect()
+}
+
+fn cond_status<'a>(s: &'a UploadPolicyStatus, t: &str) -> &'a str {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map_or("Unknown", |c| c.status.as_str())
+}
+
+/// Event notes are limited to 1 KiB by the API server.
+fn truncate(s: &str) -> String {
+    let mut end = s.len().min(1000);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Now, to the second: what the API server keeps of a condition's time, so
+/// what is written compares equal to what is read back.
+pub fn stamp_now() -> Time {
+    let secs = k8s_openapi::jiff::Timestamp::now().as_second();
+    Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default())
+}
