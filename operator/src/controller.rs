@@ -2,12 +2,14 @@
 //! ConfigMap, the push targets and every UploadPolicy's status.
 //!
 //! ```text
-//!   World {policies, secrets, pods}      (reflector stores, see run.rs)
-//!     -> compile(policies, secrets)       one config, content-hash version
-//!     -> version changed?  apply ConfigMap {config.json}, tracker.set_desired
+//!   plan: World {policies, secrets, pods}   (reflector stores, see run.rs)
+//!     -> compile(policies, secrets)          one config, content-hash version
+//!     -> version changed?  tracker.set_desired (the pushes: run.rs)
 //!     -> pods              tracker.pod_seen / pod_gone
-//!     -> per policy        status::desired; apply status when it differs;
-//!                          an Event when Accepted or Programmed changes
+//!     -> Writes: the ConfigMap {config.json} if not written yet;
+//!                per policy, status::desired when it differs from what is there
+//!   Writer::execute(Writes): server-side apply of each; an Event per changed condition
+//!   record(Written): what was written, so it is not written again
 //! ```
 //! All policies compile into one config, so there is one round for the whole
 //! world rather than one per object: a kube-runtime `Controller` (per-object
@@ -21,7 +23,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -46,6 +50,8 @@ pub struct Settings {
     pub configmap: String,
     /// Port of the proxies' admin API (push, probes) on each pod IP.
     pub admin_port: u16,
+    /// Status writes in flight at once.
+    pub status_concurrency: usize,
 }
 
 /// What the watches show at one moment.
@@ -93,11 +99,157 @@ pub struct WriteError {
     pub source: kube::Error,
 }
 
-pub struct Reconciler {
+/// One status to write, with the Events that tell its transitions.
+#[derive(Clone, Debug)]
+pub struct StatusWrite {
+    pub key: String,
+    pub namespace: String,
+    pub name: String,
+    pub status: UploadPolicyStatus,
+    pub transitions: Vec<Condition>,
+    pub reference: ObjectReference,
+}
+
+/// The API writes a round calls for.
+#[derive(Clone, Debug, Default)]
+pub struct Writes {
+    /// (version, config JSON) for the ConfigMap.
+    pub configmap: Option<(String, Bytes)>,
+    pub statuses: Vec<StatusWrite>,
+}
+
+impl Writes {
+    pub fn is_empty(&self) -> bool {
+        self.configmap.is_none() && self.statuses.is_empty()
+    }
+}
+
+/// What came of `Writes`.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub configmap: Option<String>,
+    pub statuses: Vec<(String, UploadPolicyStatus)>,
+    pub errors: Vec<WriteError>,
+}
+
+/// Performs `Writes`; cheap to clone, so the run loop can write in a task of
+/// its own while pushes go on (a change to one of 1000 policies rewrites 1000
+/// statuses, since each carries the config version).
+#[derive(Clone)]
+pub struct Writer {
     client: Client,
     settings: Settings,
-    pub tracker: Tracker,
     recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    pub async fn execute(&self, writes: Writes) -> Written {
+        let mut out = Written::default();
+        if let Some((version, body)) = writes.configmap {
+            match self.write_configmap(&version, &body).await {
+                Ok(()) => out.configmap = Some(version),
+                Err(e) => out.errors.push(e),
+            }
+        }
+        let results = futures_util::stream::iter(writes.statuses)
+            .map(|w| async move {
+                let r = self.write_status(&w).await;
+                (w, r)
+            })
+            .buffer_unordered(self.settings.status_concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        for (w, r) in results {
+            match r {
+                Ok(()) => out.statuses.push((w.key, w.status)),
+                Err(e) => out.errors.push(e),
+            }
+        }
+        out
+    }
+
+    async fn write_configmap(&self, version: &str, body: &[u8]) -> Result<(), WriteError> {
+        let cm = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": self.settings.configmap,
+                "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER},
+                "annotations": {"sluice.dev/config-version": version},
+            },
+            "data": {CONFIG_KEY: String::from_utf8_lossy(body)},
+        });
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        api.patch(
+            &self.settings.configmap,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(cm),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|source| WriteError {
+            kind: "configmap",
+            source,
+        })
+    }
+
+    async fn write_status(&self, w: &StatusWrite) -> Result<(), WriteError> {
+        let api: Api<UploadPolicy> = Api::namespaced(self.client.clone(), &w.namespace);
+        let patch = serde_json::json!({
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "UploadPolicy",
+            "metadata": {"name": w.name},
+            "status": w.status,
+        });
+        api.patch_status(
+            &w.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .map_err(|source| WriteError {
+            kind: "status",
+            source,
+        })?;
+        self.metrics.status_writes.inc();
+        tracing::info!(
+            policy = %w.key,
+            generation = w.status.observed_generation.unwrap_or(0),
+            accepted = %cond(&w.status, ACCEPTED).map_or("Unknown", |c| c.status.as_str()),
+            programmed = %cond(&w.status, PROGRAMMED).map_or("Unknown", |c| c.status.as_str()),
+            reason = %cond(&w.status, ACCEPTED).map_or("", |c| c.reason.as_str()),
+            "status written"
+        );
+        for c in &w.transitions {
+            let event = Event {
+                type_: if c.status == "True" {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                },
+                reason: c.reason.clone(),
+                note: Some(truncate(&format!(
+                    "{} {}: {}",
+                    c.type_, c.status, c.message
+                ))),
+                action: c.type_.clone(),
+                secondary: None,
+            };
+            if let Err(e) = self.recorder.publish(&event, &w.reference).await {
+                // An event lost is not worth failing the write for.
+                self.metrics.error("event");
+                tracing::warn!(policy = %w.key, error = %e, "publishing an event failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+pub struct Reconciler {
+    writer: Writer,
+    settings: Settings,
+    pub tracker: Tracker,
     metrics: Arc<Metrics>,
     /// The config to push (the last compiled).
     pub payload: Option<Payload>,
@@ -122,16 +274,24 @@ impl Reconciler {
             },
         );
         Reconciler {
-            client,
+            writer: Writer {
+                client,
+                settings: settings.clone(),
+                recorder,
+                metrics: metrics.clone(),
+            },
             settings,
             tracker: Tracker::default(),
-            recorder,
             metrics,
             payload: None,
             written_config: None,
             written_status: BTreeMap::new(),
             retry_at: None,
         }
+    }
+
+    pub fn writer(&self) -> Writer {
+        self.writer.clone()
     }
 
     /// Forgets what was written and pushed: after losing and regaining
@@ -144,10 +304,18 @@ impl Reconciler {
         self.retry_at = None;
     }
 
-    /// One round. `stamp` is the time put on conditions that change.
+    /// One round, writes included (`plan`, `Writer::execute`, `record`).
     pub async fn reconcile(&mut self, world: &World, now: Instant, stamp: Time) -> Vec<WriteError> {
+        let writes = self.plan(world, now, stamp, true);
+        let written = self.writer.execute(writes).await;
+        self.record(written, now)
+    }
+
+    /// Compiles, updates the push targets and returns the writes due. With
+    /// `write` false (writes of an earlier round still under way) only the
+    /// push side is updated.
+    pub fn plan(&mut self, world: &World, now: Instant, stamp: Time, write: bool) -> Writes {
         self.metrics.reconciles.inc();
-        let mut errors = Vec::new();
         let policies: Vec<UploadPolicy> = world.policies.iter().map(|p| (**p).clone()).collect();
         let secrets: Vec<Secret> = world.secrets.iter().map(|s| (**s).clone()).collect();
         let compiled = sluice_policy::compile(&policies, &secrets);
@@ -162,12 +330,6 @@ impl Reconciler {
                 policies = policies.len(),
                 "new proxy config"
             );
-        }
-        if self.written_config.as_deref() != Some(&version) {
-            match self.write_configmap(&version).await {
-                Ok(()) => self.written_config = Some(version.clone()),
-                Err(e) => errors.push(e),
-            }
         }
 
         // Pods: what the push and the Programmed condition see.
@@ -202,142 +364,75 @@ impl Reconciler {
                 .count() as i64,
         );
 
+        let mut writes = Writes::default();
+        if !write {
+            return writes;
+        }
+        if self.written_config.as_deref() != Some(&version) {
+            let body = self
+                .payload
+                .as_ref()
+                .map(|p| p.body.clone())
+                .unwrap_or_default();
+            writes.configmap = Some((version.clone(), body));
+        }
         // Status waits while pushes of the new version are due or in flight:
         // they end within the push timeout, and then one write says how they
         // went instead of a Pending write followed by a Programmed one.
-        if !self.tracker.busy(now) {
-            let alive: BTreeSet<String> = policies.iter().map(key_of).collect();
-            self.written_status.retain(|k, _| alive.contains(k));
-            for p in &policies {
-                let key = key_of(p);
-                let Some(outcome) = compiled.outcomes.get(&key) else {
-                    continue;
-                };
-                if let Err(e) = self
-                    .write_status(p, &key, outcome, &version, fleet, &stamp)
-                    .await
-                {
-                    errors.push(e);
-                }
-            }
+        if self.tracker.busy(now) {
+            return writes;
         }
+        let alive: BTreeSet<String> = policies.iter().map(key_of).collect();
+        self.written_status.retain(|k, _| alive.contains(k));
+        for p in &policies {
+            let key = key_of(p);
+            let (Some(outcome), Some(ns), Some(name)) = (
+                compiled.outcomes.get(&key),
+                p.metadata.namespace.as_deref(),
+                p.metadata.name.as_deref(),
+            ) else {
+                continue;
+            };
+            // What is there: our own last write when the watch has not shown it yet.
+            let current = self.written_status.get(&key).or(p.status.as_ref());
+            let facts = Facts {
+                generation: p.metadata.generation.unwrap_or(0),
+                outcome,
+                backend: p.spec.backend.kind(),
+                desired_version: &version,
+                fleet,
+            };
+            let desired = status::desired(current, &facts, stamp.clone());
+            if !status::needs_write(current, &desired) {
+                continue;
+            }
+            writes.statuses.push(StatusWrite {
+                transitions: transitions(current, &desired),
+                key,
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                status: desired,
+                reference: p.object_ref(&()),
+            });
+        }
+        writes
+    }
 
-        for e in &errors {
+    /// Takes in what `Writer::execute` did; returns its errors (logged and
+    /// counted here, retried by a later round).
+    pub fn record(&mut self, written: Written, now: Instant) -> Vec<WriteError> {
+        if let Some(v) = written.configmap {
+            self.written_config = Some(v);
+        }
+        for (key, status) in written.statuses {
+            self.written_status.insert(key, status);
+        }
+        for e in &written.errors {
             self.metrics.error(e.kind);
             tracing::warn!(error = %e, "reconcile write failed; retried");
         }
-        self.retry_at = (!errors.is_empty()).then(|| now + WRITE_RETRY);
-        errors
-    }
-
-    async fn write_configmap(&self, version: &str) -> Result<(), WriteError> {
-        let body = self
-            .payload
-            .as_ref()
-            .map(|p| String::from_utf8_lossy(&p.body).into_owned())
-            .unwrap_or_default();
-        let cm = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": self.settings.configmap,
-                "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER},
-                "annotations": {"sluice.dev/config-version": version},
-            },
-            "data": {CONFIG_KEY: body},
-        });
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.settings.namespace);
-        api.patch(
-            &self.settings.configmap,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(cm),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|source| WriteError {
-            kind: "configmap",
-            source,
-        })
-    }
-
-    async fn write_status(
-        &mut self,
-        p: &UploadPolicy,
-        key: &str,
-        outcome: &sluice_policy::Outcome,
-        version: &str,
-        fleet: crate::status::Fleet,
-        stamp: &Time,
-    ) -> Result<(), WriteError> {
-        let backend = p.spec.backend.kind();
-        // What is there: our own last write when the watch has not shown it yet.
-        let current = self.written_status.get(key).or(p.status.as_ref());
-        let facts = Facts {
-            generation: p.metadata.generation.unwrap_or(0),
-            outcome,
-            backend,
-            desired_version: version,
-            fleet,
-        };
-        let desired = status::desired(current, &facts, stamp.clone());
-        if !status::needs_write(current, &desired) {
-            return Ok(());
-        }
-        let transitions = transitions(current, &desired);
-        let (Some(ns), Some(name)) = (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
-        else {
-            return Ok(());
-        };
-        let api: Api<UploadPolicy> = Api::namespaced(self.client.clone(), ns);
-        let patch = serde_json::json!({
-            "apiVersion": "sluice.dev/v1alpha1",
-            "kind": "UploadPolicy",
-            "metadata": {"name": name},
-            "status": desired,
-        });
-        api.patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await
-        .map_err(|source| WriteError {
-            kind: "status",
-            source,
-        })?;
-        self.metrics.status_writes.inc();
-        tracing::info!(
-            policy = %key,
-            generation = facts.generation,
-            accepted = %cond_status(&desired, ACCEPTED),
-            programmed = %cond_status(&desired, PROGRAMMED),
-            reason = %outcome.reason(),
-            "status written"
-        );
-        self.written_status.insert(key.to_string(), desired);
-        let reference = p.object_ref(&());
-        for c in transitions {
-            let event = Event {
-                type_: if c.status == "True" {
-                    EventType::Normal
-                } else {
-                    EventType::Warning
-                },
-                reason: c.reason.clone(),
-                note: Some(truncate(&format!(
-                    "{} {}: {}",
-                    c.type_, c.status, c.message
-                ))),
-                action: c.type_.clone(),
-                secondary: None,
-            };
-            if let Err(source) = self.recorder.publish(&event, &reference).await {
-                // An event lost is not worth failing the round for.
-                self.metrics.error("event");
-                tracing::warn!(policy = %key, error = %source, "publishing an event failed");
-            }
-        }
-        Ok(())
+        self.retry_at = (!written.errors.is_empty()).then(|| now + WRITE_RETRY);
+        written.errors
     }
 }
 
@@ -357,11 +452,8 @@ fn transitions(
         .collect()
 }
 
-fn cond_status<'a>(s: &'a UploadPolicyStatus, t: &str) -> &'a str {
-    s.conditions
-        .iter()
-        .find(|c| c.type_ == t)
-        .map_or("Unknown", |c| c.status.as_str())
+fn cond<'a>(s: &'a UploadPolicyStatus, t: &str) -> Option<&'a Condition> {
+    s.conditions.iter().find(|c| c.type_ == t)
 }
 
 /// Event notes are limited to 1 KiB by the API server.

@@ -82,6 +82,9 @@ struct RunArgs {
     /// How often the leader renews (and followers check) the Lease.
     #[arg(long, env = "SLUICE_LEASE_RENEW", default_value = "2s", value_parser = humantime::parse_duration)]
     lease_renew: Duration,
+    /// UploadPolicy status patches in flight at once.
+    #[arg(long, env = "SLUICE_STATUS_CONCURRENCY", default_value_t = 8)]
+    status_concurrency: usize,
     /// Timeout of one push to one proxy.
     #[arg(long, env = "SLUICE_PUSH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     push_timeout: Duration,
@@ -178,6 +181,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
             namespace: args.namespace.clone(),
             configmap: args.configmap.clone(),
             admin_port: args.proxy_admin_port,
+            status_concurrency: args.status_concurrency,
         },
         watch: Watch {
             watch_namespace: Some(args.watch_namespace.clone()).filter(|n| !n.is_empty()),

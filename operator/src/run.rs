@@ -5,9 +5,11 @@
 //!   watcher+reflector: UploadPolicy, Secret (watched namespaces), Pod (own namespace, selector)
 //!        | any event -> notify (coalesced: a burst of events is one round)
 //!        v
-//!   loop (leader only): round = Reconciler::reconcile(World from the stores)
+//!   loop (leader only): Reconciler::plan(World from the stores)
 //!        -> tracker.take_due() -> one task per push -> result -> tracker.pushed -> round
-//!        wakes on: watch event, push result, retry/backoff deadline, leadership change
+//!        -> Writes (ConfigMap, statuses, Events) -> one writer task at a time -> record
+//!        wakes on: watch event, push result, writes done, retry/backoff deadline,
+//!                  leadership change
 //!   Elector (lease.rs) -> leader: bool        SIGTERM -> stop, release the Lease
 //!   --listen: /healthz (alive) /readyz (caches synced) /metrics
 //! ```
@@ -31,7 +33,7 @@ use sluice_policy::UploadPolicy;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::controller::{Reconciler, Settings, World, stamp_now};
+use crate::controller::{Reconciler, Settings, World, Written, stamp_now};
 use crate::metrics::Metrics;
 use crate::push::{PushError, Pusher};
 
@@ -140,6 +142,9 @@ pub async fn run(
     );
     let (push_tx, mut push_rx) = mpsc::unbounded_channel::<(String, Result<String, PushError>)>();
     let mut was_leader = false;
+    // API writes run in a task of their own, one batch at a time, so pushes
+    // never wait behind a thousand status patches.
+    let mut writing: Option<tokio::task::JoinHandle<Written>> = None;
     loop {
         let is_leader = *leader.borrow_and_update();
         rt.metrics.leader.set(i64::from(is_leader));
@@ -155,7 +160,11 @@ pub async fn run(
                 pods: pods.state(),
             };
             let now = Instant::now();
-            rec.reconcile(&world, now, stamp_now()).await;
+            let writes = rec.plan(&world, now, stamp_now(), writing.is_none());
+            if !writes.is_empty() {
+                let writer = rec.writer();
+                writing = Some(tokio::spawn(async move { writer.execute(writes).await }));
+            }
             if let Some(payload) = rec.payload.clone() {
                 for due in rec.tracker.take_due(now) {
                     let (pusher, tx, metrics, payload) = (
@@ -195,6 +204,13 @@ pub async fn run(
                 // Take every result that is already there: one round for all.
                 while let Ok((pod, r)) = push_rx.try_recv() {
                     rec.tracker.pushed(&pod, r.map_err(|_| ()), now);
+                }
+            }
+            r = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
+                writing = None;
+                match r {
+                    Ok(written) => { rec.record(written, Instant::now()); }
+                    Err(e) => tracing::error!(error = %e, "the API write task failed"),
                 }
             }
             _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into()), if wake.is_some() => {}

@@ -103,6 +103,8 @@ fn settings() -> Settings {
         namespace: "sluice".into(),
         configmap: "sluice-config".into(),
         admin_port: 9901,
+        // One at a time: the script pins the order of requests.
+        status_concurrency: 1,
     }
 }
 
