@@ -74,7 +74,14 @@ k8s_ldflags="-s -w
 )
 (
   cd tests/helm
-  go build -trimpath -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" \
+  # As helm's Makefile: the Kubernetes version `helm template` and `helm lint`
+  # assume is the one its client-go modules are from.
+  go build -trimpath -ldflags="-s -w
+    -X helm.sh/helm/v3/internal/version.version=$helm_version
+    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1
+    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor" \
     -o "$bin/" helm.sh/helm/v3/cmd/helm
 )
 echo "$want" >"$stamp"
