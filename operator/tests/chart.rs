@@ -208,7 +208,8 @@ fn restricted(pod: &Value) {
     }
 }
 
-/// Installs the chart as `release` into a new namespace `ns`.
+/// Installs the chart as `release` into namespace `ns` (created if absent);
+/// returns helm's output.
 fn install(kube: &Kube, release: &str, ns: &str, extra: &[&str]) -> String {
     let chart = chart();
     kube.create_namespace(ns);
@@ -222,21 +223,32 @@ fn install(kube: &Kube, release: &str, ns: &str, extra: &[&str]) -> String {
         "60s",
     ];
     args.extend_from_slice(extra);
-    kube.helm_ok(&args)
-}
-
-#[test]
-fn helm_install_creates_the_objects() {
-    let kube = Kube::shared();
-    let ns = "sluice-system";
-    install(kube, "sluice", ns, &[]);
-
+    let out = kube.helm_ok(&args);
+    // Helm waits for a CRD it created; when a concurrent install created it,
+    // this one skipped it and has not waited.
     kube.kubectl_ok(&[
         "wait",
         "--for=condition=Established",
         "crd/uploadpolicies.sluice.dev",
         "--timeout=60s",
     ]);
+    out
+}
+
+#[test]
+fn helm_install_creates_the_objects() {
+    let kube = Kube::shared();
+    let ns = "sluice-system";
+    // The API server's PodSecurity admission enforces the restricted standard here.
+    kube.create_namespace(ns);
+    kube.kubectl_ok(&[
+        "label",
+        "namespace",
+        ns,
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    install(kube, "sluice", ns, &[]);
+
     for (kind, name) in [
         ("deployment", "sluice-operator"),
         ("deployment", "sluice-proxy"),
@@ -252,6 +264,23 @@ fn helm_install_creates_the_objects() {
         kube.get_json(&[kind, name, "-n", ns]);
     }
     kube.get_json(&["clusterrole", "sluice-system-sluice-operator-policies"]);
+
+    // No kubelet or controller-manager makes Pods here: admit each pod
+    // template as a Pod (server-side dry run) under the restricted standard.
+    for deployment in ["sluice-operator", "sluice-proxy"] {
+        let d = kube.get_json(&["deployment", deployment, "-n", ns]);
+        let pod = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": format!("{deployment}-admission"), "namespace": ns,
+                         "labels": d["spec"]["template"]["metadata"]["labels"]},
+            "spec": d["spec"]["template"]["spec"],
+        });
+        ok(
+            &format!("{deployment}'s pod under the restricted Pod Security Standard"),
+            kube.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &pod.to_string()),
+        );
+    }
     kube.get_json(&[
         "clusterrolebinding",
         "sluice-system-sluice-operator-policies",
@@ -528,8 +557,14 @@ fn operator_rbac_namespaced_is_least_privilege() {
         kube,
         "scoped",
         ns,
-        &["--set", "operator.watchNamespace=team-a"],
+        &[
+            "--set",
+            "operator.watchNamespace=team-a",
+            "--set",
+            "proxy.autoscaling.enabled=true",
+        ],
     );
+    kube.get_json(&["horizontalpodautoscaler", "scoped-sluice-proxy", "-n", ns]);
     let op = format!("system:serviceaccount:{ns}:scoped-sluice-operator");
     check_access(
         kube,
