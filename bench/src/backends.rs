@@ -16,8 +16,12 @@ use std::process::Command;
 
 use anyhow::{Context, ensure};
 
-use crate::engines::{self, Engine, S3_ACCESS, S3_BUCKET, S3_SECRET};
-use crate::{Env, Proxy, Row, Sample, Workdir, data_file, label, upload_cmd};
+use sluice_bench::data::{data_file, label};
+use sluice_bench::engines::{self, Engine, S3_ACCESS, S3_BUCKET, S3_SECRET};
+use sluice_bench::measure::Sample;
+use sluice_bench::sluice::{Env, Proxy, Workdir};
+
+use crate::{Row, upload_cmd};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
@@ -158,7 +162,7 @@ fn once(
 
     let proxy = Proxy::start(env, &work, &[])?;
     let down = proxy.measure(size, || get(&proxy.url(&name), size))?;
-    let vias = proxy.vias.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let vias = proxy.vias();
     ensure!(
         vias.iter().all(|v| v == "splice"),
         "the download went {vias:?}, want splice"

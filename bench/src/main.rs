@@ -17,26 +17,20 @@
 //! 201/200, a wrong size) make the exit code non-zero.
 #![forbid(unsafe_code)]
 
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use anyhow::{Context, bail, ensure};
-
-mod backends;
-/// The storage engines of the end-to-end tests, shared rather than copied.
-#[path = "../../proxy/tests/engines/mod.rs"]
-mod engines;
+use anyhow::{Context, ensure};
 use clap::Parser;
 use serde_json::{Value, json};
+use sluice_bench::data::{data_file, ensure_data, label, parse_size};
+use sluice_bench::measure::Sample;
+use sluice_bench::sluice::{Env, Proxy, Workdir};
+use sluice_bench::{GIB, MIB, stats};
 
-const MIB: u64 = 1 << 20;
-const GIB: u64 = 1 << 30;
+mod backends;
+
 const CONCURRENT: usize = 64;
 /// The project's memory targets, MiB.
 const PEAK_TARGET: f64 = 32.0;
@@ -80,27 +74,6 @@ struct Args {
     cargo: PathBuf,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    let (n, unit) = s.trim().split_at(s.trim().len().saturating_sub(1));
-    let mult = match unit {
-        "K" | "k" => 1 << 10,
-        "M" | "m" => MIB,
-        "G" | "g" => GIB,
-        _ => return Err(format!("{s:?}: want a number with K, M or G")),
-    };
-    n.parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|e| format!("{s:?}: {e}"))
-}
-
-fn label(bytes: u64) -> String {
-    match bytes {
-        b if b % GIB == 0 => format!("{}G", b / GIB),
-        b if b % MIB == 0 => format!("{}M", b / MIB),
-        b => format!("{}K", b / 1024),
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let Args {
         sizes,
@@ -115,26 +88,9 @@ fn main() -> anyhow::Result<()> {
         cargo,
     } = Args::parse();
     ensure!(runs > 0, "--runs must be at least 1");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("bench/ has a parent")?
-        .to_path_buf();
-    let target = target_dir.unwrap_or_else(|| root.join("target"));
-    let bin = match proxy {
-        Some(p) => p,
-        None => {
-            let st = Command::new(&cargo)
-                .args(["build", "--release", "-p", "sluice-proxy"])
-                .current_dir(&root)
-                .status()
-                .context("running cargo build")?;
-            ensure!(st.success(), "cargo build --release -p sluice-proxy failed");
-            target.join("release/sluice-proxy")
-        }
-    };
-    // Ticks per second of utime/stime in /proc/PID/stat.
-    let out = Command::new("getconf").arg("CLK_TCK").output()?;
-    let clk_tck: f64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+    let target = sluice_bench::target_dir(target_dir);
+    let bin = sluice_bench::proxy_binary(proxy, &cargo, &target)?;
+    let clk_tck = sluice_bench::clk_tck()?;
 
     let data_dir = target.join("bench-data");
     let tmp_dir = target.join("bench-tmp");
@@ -265,226 +221,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Env {
-    bin: PathBuf,
-    clk_tck: f64,
-    data_dir: PathBuf,
-    tmp_dir: PathBuf,
-}
-
-fn data_file(dir: &Path, size: u64) -> PathBuf {
-    dir.join(format!("data-{}.bin", label(size)))
-}
-
-/// Writes `size` pseudo-random bytes unless a file of that size is already there.
-fn ensure_data(dir: &Path, size: u64) -> anyhow::Result<()> {
-    let path = data_file(dir, size);
-    if fs::metadata(&path).is_ok_and(|m| m.len() == size) {
-        return Ok(());
-    }
-    eprintln!("generating {} ({size} bytes)", path.display());
-    let part = path.with_extension("part");
-    let mut f = std::io::BufWriter::with_capacity(MIB as usize, File::create(&part)?);
-    // xorshift64: a few GB/s, and incompressible enough for any transport or disk.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ size;
-    let mut block = vec![0u8; MIB as usize];
-    let mut left = size;
-    while left > 0 {
-        for w in block.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            w.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = left.min(MIB) as usize;
-        f.write_all(&block[..n])?;
-        left -= n as u64;
-    }
-    f.into_inner()?.sync_all()?;
-    fs::rename(&part, &path)?;
-    Ok(())
-}
-
-/// One phase's figures; memory in MiB.
-#[derive(Clone, Debug, Default)]
-struct Sample {
-    bytes: u64,
-    wall_s: f64,
-    cpu_s: f64,
-    rss_start: f64,
-    rss_max: f64,
-    hwm: f64,
-}
-
-impl Sample {
-    fn mib_s(&self) -> f64 {
-        self.bytes as f64 / MIB as f64 / self.wall_s
-    }
-    fn cpu_per_gib(&self) -> f64 {
-        self.cpu_s / (self.bytes as f64 / GIB as f64)
-    }
-}
-
-/// A policies dir and a store dir, removed when dropped.
-struct Workdir {
-    dir: tempfile::TempDir,
-}
-
-impl Workdir {
-    fn new(env: &Env) -> anyhow::Result<Self> {
-        Self::with_policy(
-            env,
-            "apiVersion: sluice.dev/v1alpha1\nkind: UploadPolicy\n\
-             metadata: {name: bench, namespace: default}\n\
-             spec:\n  pathPrefix: /bench/\n  backend: {fs: {root: .}}\n\
-             \x20 upload: {maxFileSize: 8Gi, checksum: sha256}\n",
-        )
-    }
-    fn with_policy(env: &Env, yaml: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("run-")
-            .tempdir_in(&env.tmp_dir)?;
-        fs::create_dir(dir.path().join("policies"))?;
-        fs::create_dir(dir.path().join("store"))?;
-        fs::write(dir.path().join("policies/bench.yaml"), yaml)?;
-        Ok(Self { dir })
-    }
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-}
-
-/// A running proxy; killed when dropped. Its stdout is drained by a thread
-/// that keeps the `via` of each access-log line.
-struct Proxy {
-    child: Child,
-    pid: u32,
-    addr: String,
-    vias: Arc<Mutex<Vec<String>>>,
-    clk_tck: f64,
-}
-
-impl Proxy {
-    fn start(env: &Env, work: &Workdir, extra: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(&env.bin)
-            .arg("--policies")
-            .arg(work.dir.path().join("policies"))
-            .arg("--data-dir")
-            .arg(work.store())
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", env.bin.display()))?;
-        let pid = child.id();
-        let mut lines = BufReader::new(child.stdout.take().context("proxy stdout")?).lines();
-        let addr = loop {
-            let Some(line) = lines.next() else {
-                bail!("proxy exited before listening: {:?}", child.wait()?);
-            };
-            let v: Value = serde_json::from_str(&line?).unwrap_or(Value::Null);
-            if v["message"] == "listening" {
-                break v["addr"]
-                    .as_str()
-                    .context("listening line has addr")?
-                    .to_string();
-            }
-        };
-        let vias = Arc::new(Mutex::new(Vec::new()));
-        let sink = vias.clone();
-        thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                if let Some(via) = v["via"].as_str() {
-                    sink.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(via.into());
-                }
-            }
-        });
-        Ok(Self {
-            child,
-            pid,
-            addr,
-            vias,
-            clk_tck: env.clk_tck,
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}/bench/{path}", self.addr)
-    }
-
-    /// utime + stime of every thread, live or exited.
-    fn cpu_s(&self) -> anyhow::Result<f64> {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        // Fields after "(comm)": state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(')').context("stat format")?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-        Ok(ticks as f64 / self.clk_tck)
-    }
-
-    /// Measures `work`, which moves `bytes` through this proxy.
-    fn measure(
-        &self,
-        bytes: u64,
-        work: impl FnOnce() -> anyhow::Result<()>,
-    ) -> anyhow::Result<Sample> {
-        let rss_start = status_mib(self.pid, "VmRSS:")?;
-        let cpu0 = self.cpu_s()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let sampler = sample_rss(self.pid, stop.clone());
-        let t0 = Instant::now();
-        let done = work();
-        let wall_s = t0.elapsed().as_secs_f64();
-        stop.store(true, Ordering::Relaxed);
-        let rss_max = sampler.join().unwrap_or(f64::NAN);
-        done?;
-        Ok(Sample {
-            bytes,
-            wall_s,
-            cpu_s: self.cpu_s()? - cpu0,
-            rss_start,
-            rss_max,
-            hwm: status_mib(self.pid, "VmHWM:")?,
-        })
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A "Key:   1234 kB" line of /proc/PID/status, in MiB.
-fn status_mib(pid: u32, key: &str) -> anyhow::Result<f64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = s.lines().find(|l| l.starts_with(key));
-    let kib: u64 = line
-        .and_then(|l| l.split_whitespace().nth(1))
-        .context(key.to_string())?
-        .parse()?;
-    Ok(kib as f64 / 1024.0)
-}
-
-/// Highest VmRSS seen every 10 ms until `stop`: a per-phase peak beside VmHWM.
-fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> JoinHandle<f64> {
-    thread::spawn(move || {
-        let mut max = 0f64;
-        while !stop.load(Ordering::Relaxed) {
-            max = max.max(status_mib(pid, "VmRSS:").unwrap_or(0.0));
-            thread::sleep(Duration::from_millis(10));
-        }
-        max
-    })
-}
-
-fn upload_cmd(file: &Path, url: &str) -> Command {
+pub(crate) fn upload_cmd(file: &Path, url: &str) -> Command {
     let mut c = Command::new("curl");
     c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-F"])
         .arg(format!("file=@{}", file.display()))
@@ -530,7 +267,7 @@ fn single(env: &Env, size: u64) -> anyhow::Result<(Sample, Sample)> {
         );
         Ok(())
     })?;
-    let vias = proxy.vias.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let vias = proxy.vias();
     if vias.iter().any(|v| v != "sendfile") {
         eprintln!("note: download served via {vias:?}, not only sendfile");
     }
@@ -579,24 +316,9 @@ fn many(env: &Env, size: u64) -> anyhow::Result<Sample> {
     sample
 }
 
-/// (median, min, max)
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let med = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    (med, v[0], v[n - 1])
-}
-
 /// One scenario at one size: every run's figures.
-struct Row {
-    name: String,
+pub(crate) struct Row {
+    pub(crate) name: String,
     /// Per transfer; a concurrent sample moves CONCURRENT times this.
     bytes: u64,
     runs: Vec<Sample>,

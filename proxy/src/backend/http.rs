@@ -230,6 +230,8 @@ pub struct HttpPart {
     timeout: Duration,
     hasher: Option<Sha256>,
     size: u64,
+    /// Content-Length of the object when the client gave one.
+    known_len: Option<u64>,
     undo: Option<Undo>,
 }
 
@@ -346,6 +348,7 @@ impl HttpPart {
             timeout: t.timeout,
             hasher: checksum.then(Sha256::new),
             size: 0,
+            known_len,
             undo,
         })
     }
@@ -400,7 +403,10 @@ impl HttpPart {
                     Ok(Err(r)) => return Err(r),
                     Err(e) => return Err(Reject::Storage(format!("backend task: {e}"))),
                 }
-                if !sent {
+                // With a Content-Length, hyper drops the body as soon as that many
+                // bytes are written, without waiting for the end marker: a closed
+                // pipe then means complete, not aborted.
+                if !sent && self.known_len != Some(self.size) {
                     return Err(Reject::Storage("pipe closed before the end".into()));
                 }
             }
