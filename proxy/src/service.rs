@@ -22,11 +22,9 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use crate::App;
-use crate::download::{self, Answer, COPY_CHUNK, remote, semantics::RequestHeaders};
+use crate::download::{self, Answer, FileChunks, remote, semantics::RequestHeaders};
 use crate::error::Reject;
 use crate::limits::{BodyError, Paced};
 use crate::metrics::{PathLabels, RequestLabels};
@@ -402,10 +400,6 @@ async fn download_hyper(
         ));
     }
     let permit = app.limits.admit(peer.ip())?;
-    let mut file = tokio::fs::File::from_std(file);
-    file.seek(std::io::SeekFrom::Start(start))
-        .await
-        .map_err(|e| Reject::Storage(format!("seek: {e}")))?;
     let counter = app
         .metrics
         .download_bytes
@@ -419,7 +413,7 @@ async fn download_hyper(
             path: "copy".into(),
         })
         .inc();
-    let stream = ReaderStream::with_capacity(file.take(len), COPY_CHUNK).map(move |r| {
+    let stream = FileChunks::new(file, start, len).map(move |r| {
         // The permit lives as long as the body does.
         let _held = &permit;
         r.inspect(|c| {

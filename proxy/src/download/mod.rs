@@ -3,9 +3,9 @@
 //! ```text
 //!   request -> answer(): open key, stat, semantics::plan -> Answer
 //!   Answer -> fast path (HTTP/1.1 plaintext): head bytes + sendfile(2)
-//!          -> hyper path (HTTP/2, HTTP/1.0, --no-sendfile): file read through
-//!             a reused buffer (ReaderStream reclaims its BytesMut once the
-//!             previous chunk is written), streamed as the body
+//!          -> hyper path (HTTP/2, HTTP/1.0, --no-sendfile): `FileChunks`,
+//!             pread(2) into one reused buffer (its BytesMut is reclaimed once
+//!             hyper has written the previous chunk), streamed as the body
 //! ```
 //! Both paths share `answer` and `headers`, so they cannot disagree on
 //! status, headers or bytes.
@@ -15,8 +15,14 @@ pub mod semantics;
 pub mod upstream;
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
 
 use semantics::{FileMeta, Plan, RequestHeaders};
 
@@ -87,6 +93,70 @@ impl Answer {
             }
         }
         h
+    }
+}
+
+/// `len` bytes of a file from `start`, as body chunks of up to COPY_CHUNK.
+///
+/// Reads are positional and happen on the runtime thread, as sendfile's do on
+/// the fast path: a page-cache miss stalls that thread for one read. tokio's
+/// `File` would send every read to the blocking pool, which costs a task
+/// allocation per chunk. The buffer is one BytesMut: each chunk is split off
+/// it, and once hyper has written and dropped that chunk, `reserve` takes the
+/// same memory back, so a transfer allocates once, not per chunk.
+pub struct FileChunks {
+    file: File,
+    pos: u64,
+    end: u64,
+    buf: BytesMut,
+}
+
+impl FileChunks {
+    pub fn new(file: File, start: u64, len: u64) -> Self {
+        Self {
+            file,
+            pos: start,
+            end: start.saturating_add(len),
+            buf: BytesMut::with_capacity(COPY_CHUNK),
+        }
+    }
+}
+
+impl Stream for FileChunks {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.pos >= this.end {
+            return Poll::Ready(None);
+        }
+        let want = usize::try_from(this.end - this.pos)
+            .unwrap_or(COPY_CHUNK)
+            .min(COPY_CHUNK);
+        this.buf.clear();
+        this.buf.resize(want, 0);
+        let mut read = this.file.read_at(&mut this.buf, this.pos);
+        // EINTR: try again, a few times at most.
+        for _ in 0..8 {
+            match &read {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    read = this.file.read_at(&mut this.buf, this.pos);
+                }
+                _ => break,
+            }
+        }
+        match read {
+            Ok(0) => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file ended before its advertised length",
+            )))),
+            Ok(n) => {
+                this.pos += n as u64;
+                Poll::Ready(Some(Ok(this.buf.split_to(n).freeze())))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Poll::Ready(Some(Ok(Bytes::new()))),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
     }
 }
 
