@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -108,6 +109,10 @@ pub struct StatusWrite {
     pub status: UploadPolicyStatus,
     pub transitions: Vec<Condition>,
     pub reference: ObjectReference,
+    /// A new generation or a changed condition: written first, always. The
+    /// others only follow a new config version, and are dropped when an even
+    /// newer one comes while they wait (the next round writes that one).
+    pub urgent: bool,
 }
 
 /// The API writes a round calls for.
@@ -115,7 +120,10 @@ pub struct StatusWrite {
 pub struct Writes {
     /// (version, config JSON) for the ConfigMap.
     pub configmap: Option<(String, Bytes)>,
+    /// Urgent ones first.
     pub statuses: Vec<StatusWrite>,
+    /// The config epoch these were planned in.
+    pub epoch: u64,
 }
 
 impl Writes {
@@ -141,10 +149,13 @@ pub struct Writer {
     settings: Settings,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// Bumped by each new config version.
+    epoch: Arc<AtomicU64>,
 }
 
 impl Writer {
     pub async fn execute(&self, writes: Writes) -> Written {
+        let epoch = writes.epoch;
         let mut out = Written::default();
         if let Some((version, body)) = writes.configmap {
             match self.write_configmap(&version, &body).await {
@@ -154,16 +165,21 @@ impl Writer {
         }
         let results = futures_util::stream::iter(writes.statuses)
             .map(|w| async move {
+                if !w.urgent && self.epoch.load(Ordering::Relaxed) != epoch {
+                    return (w, None);
+                }
                 let r = self.write_status(&w).await;
-                (w, r)
+                (w, Some(r))
             })
             .buffer_unordered(self.settings.status_concurrency.max(1))
             .collect::<Vec<_>>()
             .await;
         for (w, r) in results {
             match r {
-                Ok(()) => out.statuses.push((w.key, w.status)),
-                Err(e) => out.errors.push(e),
+                Some(Ok(())) => out.statuses.push((w.key, w.status)),
+                Some(Err(e)) => out.errors.push(e),
+                // Superseded: not recorded, so a later round plans it anew.
+                None => {}
             }
         }
         out
@@ -279,6 +295,7 @@ impl Reconciler {
                 settings: settings.clone(),
                 recorder,
                 metrics: metrics.clone(),
+                epoch: Arc::default(),
             },
             settings,
             tracker: Tracker::default(),
@@ -322,6 +339,7 @@ impl Reconciler {
         let version = compiled.config.version.clone();
 
         if self.payload.as_ref().map(|p| &p.version) != Some(&version) {
+            self.writer.epoch.fetch_add(1, Ordering::Relaxed);
             self.payload = Some(Payload::new(&compiled.config));
             self.tracker.set_desired(&version, now);
             tracing::info!(
@@ -364,7 +382,10 @@ impl Reconciler {
                 .count() as i64,
         );
 
-        let mut writes = Writes::default();
+        let mut writes = Writes {
+            epoch: self.writer.epoch.load(Ordering::Relaxed),
+            ..Writes::default()
+        };
         if !write {
             return writes;
         }
@@ -406,8 +427,12 @@ impl Reconciler {
             if !status::needs_write(current, &desired) {
                 continue;
             }
+            let transitions = transitions(current, &desired);
+            let urgent = !transitions.is_empty()
+                || current.and_then(|c| c.observed_generation) != desired.observed_generation;
             writes.statuses.push(StatusWrite {
-                transitions: transitions(current, &desired),
+                urgent,
+                transitions,
                 key,
                 namespace: ns.to_string(),
                 name: name.to_string(),
@@ -415,6 +440,8 @@ impl Reconciler {
                 reference: p.object_ref(&()),
             });
         }
+        // Stable: urgent first, then in policy order.
+        writes.statuses.sort_by_key(|w| !w.urgent);
         writes
     }
 

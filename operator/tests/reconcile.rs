@@ -448,3 +448,60 @@ async fn a_lease_held_and_renewed_by_another_replica_is_followed() {
     );
     assert!(!r.expect("round"));
 }
+
+#[tokio::test]
+async fn a_changed_policy_is_written_before_the_routine_version_bumps() {
+    // Round one: both policies written (version v1).
+    let (client, handle) = mock_client();
+    let server = api_server(
+        handle,
+        vec![
+            expect(Method::PATCH, CM, 200),
+            expect(Method::PATCH, &status_path("a"), 200),
+            expect(Method::POST, EVENTS, 201),
+            expect(Method::POST, EVENTS, 201),
+            expect(Method::PATCH, &status_path("b"), 200),
+            expect(Method::POST, EVENTS, 201),
+            expect(Method::POST, EVENTS, 201),
+        ],
+    );
+    let mut rec = Reconciler::new(client, settings(), "op-1", Arc::new(Metrics::default()));
+    let b_spec = |max: &str| json!({"pathPrefix": "/b/", "backend": {"fs": {"root": "b"}}, "upload": {"maxFileSize": max}});
+    let world = World {
+        policies: vec![
+            policy("a", 1, good(), None),
+            policy("b", 2, b_spec("1Mi"), None),
+        ],
+        ..World::default()
+    };
+    round(&mut rec, &world).await;
+    let (bodies, handle) = served(server).await;
+    let status_of = |i: usize| -> UploadPolicyStatus {
+        serde_json::from_value(bodies[i]["status"].clone()).expect("status")
+    };
+    let (a_status, b_status) = (status_of(1), status_of(4));
+
+    // b's spec changes (generation 3): a new config version, so a's status
+    // changes too (its configVersion), but b, whose generation is new, goes first.
+    let mut b = (*policy("b", 2, b_spec("2Mi"), Some(&b_status))).clone();
+    b.metadata.generation = Some(3);
+    let world = World {
+        policies: vec![policy("a", 1, good(), Some(&a_status)), Arc::new(b)],
+        ..World::default()
+    };
+    let server = api_server(
+        handle,
+        vec![
+            expect(Method::PATCH, CM, 200),
+            expect(Method::PATCH, &status_path("b"), 200),
+            expect(Method::PATCH, &status_path("a"), 200),
+        ],
+    );
+    assert_eq!(round(&mut rec, &world).await, Vec::<String>::new());
+    let (bodies, _) = served(server).await;
+    assert_eq!(bodies[1]["status"]["observedGeneration"], 3);
+    assert_eq!(
+        bodies[2]["status"]["configVersion"],
+        bodies[1]["status"]["configVersion"]
+    );
+}
