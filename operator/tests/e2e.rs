@@ -28,8 +28,7 @@ use serde_json::Value;
 
 const NS: &str = "sluice";
 const APPS: &str = "apps";
-const SELECTOR: &str =
-    "app.kubernetes.io/name=sluice,app.kubernetes.io/instance=sluice,app.kubernetes.io/component=proxy";
+const SELECTOR: &str = "app.kubernetes.io/name=sluice,app.kubernetes.io/instance=sluice,app.kubernetes.io/component=proxy";
 /// Deadline of every wait on the control plane (a loaded CI machine gets headroom).
 const DEADLINE: Duration = Duration::from_secs(30);
 const SHOW: &[&str] = &["uploadpolicies -A", "pods -n sluice", "leases -n sluice"];
@@ -51,13 +50,17 @@ impl Proc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let logs = Arc::new(Mutex::new(Vec::new()));
         for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -175,15 +178,33 @@ fn put(url: &str, size: usize, scratch: &Path) -> u16 {
         std::fs::write(&file, vec![b'x'; size]).expect("write upload file");
     }
     let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "-T"])
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+            "-T",
+        ])
         .arg(&file)
         .arg(url)
         .output()
         .expect("curl (installed by scripts/test)");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
-fn operator(kube: &Kube, kubeconfig: &Path, token_file: &Path, identity: &str, admin_port: u16) -> Proc {
+fn operator(
+    kube: &Kube,
+    kubeconfig: &Path,
+    token_file: &Path,
+    identity: &str,
+    admin_port: u16,
+) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-operator"));
     cmd.args([
         "run",
@@ -281,16 +302,21 @@ fn the_chart_the_operator_and_two_proxies_on_a_real_api_server() {
         "--create-namespace",
     ]);
     kube.create_namespace(APPS);
-    kube.wait_until("the UploadPolicy CRD is established", DEADLINE, &["crd"], || {
-        let out = kube.kubectl(&[
-            "get",
-            "crd",
-            "uploadpolicies.sluice.dev",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
-        ]);
-        (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
-    });
+    kube.wait_until(
+        "the UploadPolicy CRD is established",
+        DEADLINE,
+        &["crd"],
+        || {
+            let out = kube.kubectl(&[
+                "get",
+                "crd",
+                "uploadpolicies.sluice.dev",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+            ]);
+            (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+        },
+    );
     let token = kube.kubectl_ok(&[
         "get",
         "secret",
@@ -339,7 +365,15 @@ spec:
             ip = p.ip
         );
         kube.kubectl_ok(&[
-            "patch", "pod", name, "-n", NS, "--subresource=status", "--type=merge", "-p", &status,
+            "patch",
+            "pod",
+            name,
+            "-n",
+            NS,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
         ]);
     }
     // Before any policy the proxies have nothing: every route 503.
@@ -358,17 +392,38 @@ spec:
 
     // A policy: Accepted, Programmed on 2/2, enforced by both.
     kube.apply(&policy_yaml("files", "/files/", "1Mi", "files"));
-    let p = kube.wait_until("files is Accepted and Programmed on 2/2", DEADLINE, SHOW, || {
-        programmed(&kube, "files")
-    });
-    let version = p["status"]["configVersion"].as_str().expect("configVersion").to_string();
+    let p = kube.wait_until(
+        "files is Accepted and Programmed on 2/2",
+        DEADLINE,
+        SHOW,
+        || programmed(&kube, "files"),
+    );
+    let version = p["status"]["configVersion"]
+        .as_str()
+        .expect("configVersion")
+        .to_string();
     let cm = kube.get_json(&["configmap", "sluice-config", "-n", NS]);
     let snapshot: Value =
-        serde_json::from_str(cm["data"]["config.json"].as_str().expect("config.json")).expect("json");
-    assert_eq!(snapshot["version"], version.as_str(), "the ConfigMap holds the served config");
+        serde_json::from_str(cm["data"]["config.json"].as_str().expect("config.json"))
+            .expect("json");
+    assert_eq!(
+        snapshot["version"],
+        version.as_str(),
+        "the ConfigMap holds the served config"
+    );
     for px in &proxies {
-        assert_eq!(put(&px.url("/files/small.bin"), 512 << 10, scratch.path()), 201, "{}", px.ip);
-        assert_eq!(put(&px.url("/files/big.bin"), 2 << 20, scratch.path()), 413, "{}", px.ip);
+        assert_eq!(
+            put(&px.url("/files/small.bin"), 512 << 10, scratch.path()),
+            201,
+            "{}",
+            px.ip
+        );
+        assert_eq!(
+            put(&px.url("/files/big.bin"), 2 << 20, scratch.path()),
+            413,
+            "{}",
+            px.ip
+        );
     }
 
     // A lower limit: both proxies enforce it within a second of the apply
@@ -378,7 +433,9 @@ spec:
     let mut enforced = [None, None];
     kube.wait_until("both proxies refuse 512 KiB", DEADLINE, SHOW, || {
         for (i, px) in proxies.iter().enumerate() {
-            if enforced[i].is_none() && put(&px.url("/files/mid.bin"), 512 << 10, scratch.path()) == 413 {
+            if enforced[i].is_none()
+                && put(&px.url("/files/mid.bin"), 512 << 10, scratch.path()) == 413
+            {
                 enforced[i] = Some(t0.elapsed());
             }
         }
@@ -397,7 +454,10 @@ spec:
         &["apply", "-f", "-"],
         &policy_yaml("nope", "files/", "1Mi", "nope"),
     );
-    assert!(!out.status.success(), "a pathPrefix without slashes is refused");
+    assert!(
+        !out.status.success(),
+        "a pathPrefix without slashes is refused"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("start and end"), "{err}");
     // Valid for the schema, invalid for compile: status says so, the rest keeps working.
@@ -410,50 +470,90 @@ spec:
     kube.wait_until("files-copy is Conflicted", DEADLINE, SHOW, || {
         accepted_reason(&kube, "files-copy").filter(|r| r == "Conflicted")
     });
-    assert!(programmed(&kube, "files").is_some(), "files keeps its route");
+    assert!(
+        programmed(&kube, "files").is_some(),
+        "files keeps its route"
+    );
     for px in &proxies {
-        assert_eq!(put(&px.url("/files/ok.bin"), 100 << 10, scratch.path()), 201);
-        assert_eq!(put(&px.url("/files/mid.bin"), 512 << 10, scratch.path()), 413);
+        assert_eq!(
+            put(&px.url("/files/ok.bin"), 100 << 10, scratch.path()),
+            201
+        );
+        assert_eq!(
+            put(&px.url("/files/mid.bin"), 512 << 10, scratch.path()),
+            413
+        );
     }
 
     // Failover: kill the leader; the other replica takes the Lease and programs a change.
-    let (leader_idx, other) = if leader == "op-1" { (0, "op-2") } else { (1, "op-1") };
+    let (leader_idx, other) = if leader == "op-1" {
+        (0, "op-2")
+    } else {
+        (1, "op-1")
+    };
     ops[leader_idx].kill();
     kube.wait_until("the other operator takes the Lease", DEADLINE, SHOW, || {
         lease_holder(&kube).filter(|h| h == other)
     });
     kube.apply(&policy_yaml("files", "/files/", "200Ki", "files"));
-    kube.wait_until("generation 3 is Programmed by the new leader", DEADLINE, SHOW, || {
-        programmed(&kube, "files").filter(|p| p["status"]["observedGeneration"] == 3)
-    });
+    kube.wait_until(
+        "generation 3 is Programmed by the new leader",
+        DEADLINE,
+        SHOW,
+        || programmed(&kube, "files").filter(|p| p["status"]["observedGeneration"] == 3),
+    );
 
     // The operator gone altogether: the proxies keep serving (fail-static)...
     for op in &mut ops {
         op.kill();
     }
     for px in &proxies {
-        assert_eq!(put(&px.url("/files/ok.bin"), 100 << 10, scratch.path()), 201);
-        assert_eq!(put(&px.url("/files/mid.bin"), 300 << 10, scratch.path()), 413);
+        assert_eq!(
+            put(&px.url("/files/ok.bin"), 100 << 10, scratch.path()),
+            201
+        );
+        assert_eq!(
+            put(&px.url("/files/mid.bin"), 300 << 10, scratch.path()),
+            413
+        );
     }
     // ...and one restarted without it serves its persisted config.
     proxies[0].proc.as_mut().expect("running").kill();
     proxies[0].start();
-    assert_eq!(put(&proxies[0].url("/files/ok.bin"), 100 << 10, scratch.path()), 201);
-    assert_eq!(put(&proxies[0].url("/files/mid.bin"), 300 << 10, scratch.path()), 413);
+    assert_eq!(
+        put(&proxies[0].url("/files/ok.bin"), 100 << 10, scratch.path()),
+        201
+    );
+    assert_eq!(
+        put(&proxies[0].url("/files/mid.bin"), 300 << 10, scratch.path()),
+        413
+    );
 
     // A change made while no operator runs is programmed once one is back.
     kube.apply(&policy_yaml("files", "/files/", "150Ki", "files"));
     let op = operator(&kube, &sa_kubeconfig, &token_file, "op-3", admin_port);
-    kube.wait_until("status converges under a restarted operator", DEADLINE, SHOW, || {
-        programmed(&kube, "files").filter(|p| p["status"]["observedGeneration"] == 4)
-    });
+    kube.wait_until(
+        "status converges under a restarted operator",
+        DEADLINE,
+        SHOW,
+        || programmed(&kube, "files").filter(|p| p["status"]["observedGeneration"] == 4),
+    );
     for px in &proxies {
-        assert_eq!(put(&px.url("/files/ok.bin"), 100 << 10, scratch.path()), 201);
-        assert_eq!(put(&px.url("/files/mid.bin"), 170 << 10, scratch.path()), 413);
+        assert_eq!(
+            put(&px.url("/files/ok.bin"), 100 << 10, scratch.path()),
+            201
+        );
+        assert_eq!(
+            put(&px.url("/files/mid.bin"), 170 << 10, scratch.path()),
+            413
+        );
     }
     // Events tell the transitions.
     let events = kube.kubectl_ok(&["get", "events", "-n", APPS, "-o", "json"]);
-    assert!(events.contains("Conflicted") && events.contains("Invalid"), "{events}");
+    assert!(
+        events.contains("Conflicted") && events.contains("Invalid"),
+        "{events}"
+    );
 
     // Deleted: the route is gone from both proxies (files-copy, the conflicting
     // one, takes /files/ over as the only claim left: delete it too).
