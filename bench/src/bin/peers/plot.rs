@@ -16,7 +16,7 @@ use std::path::Path;
 use anyhow::{Context, anyhow};
 use plotters::prelude::*;
 
-/// One proxy's (file size MiB, value) points.
+/// One proxy's (file size MiB, value) points; drawn on a log2 size axis.
 pub struct Line {
     pub name: String,
     pub points: Vec<(f64, f64)>,
@@ -78,12 +78,16 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 fn rss_panel(area: &Area<'_>, p: &Panel) -> DrawResult {
-    let xs = p.lines.iter().flat_map(|l| l.points.iter().map(|q| q.0));
+    // x is log2 of the size in MiB on a linear axis, so the ticks fall on 64M, 128M, ...
+    let xs = p
+        .lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|q| q.0.log2()));
     let (lo, hi) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
     let (lo, hi) = if lo > hi {
-        (1.0, 2.0)
+        (0.0, 1.0)
     } else {
-        (lo / 1.5, hi * 1.5)
+        (lo - 0.5, hi + 0.5)
     };
     let ymax = p
         .lines
@@ -96,16 +100,18 @@ fn rss_panel(area: &Area<'_>, p: &Panel) -> DrawResult {
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(64)
-        .build_cartesian_2d((lo..hi).log_scale(), 0f64..ymax)?;
+        .build_cartesian_2d(lo..hi, 0f64..ymax)?;
     chart
         .configure_mesh()
         .x_desc("file size")
         .y_desc("peak RSS, MiB (VmHWM)")
+        .x_labels(((hi - lo) as usize + 1).max(2))
         .x_label_formatter(&|x| {
-            if *x >= 1024.0 {
-                format!("{:.0} GiB", x / 1024.0)
-            } else {
-                format!("{x:.0} MiB")
+            let mib = x.exp2();
+            match () {
+                _ if (x - x.round()).abs() > 1e-6 => String::new(),
+                _ if mib >= 1024.0 => format!("{:.0} GiB", mib / 1024.0),
+                _ => format!("{mib:.0} MiB"),
             }
         })
         .label_style(("sans-serif", 15))
@@ -113,10 +119,17 @@ fn rss_panel(area: &Area<'_>, p: &Panel) -> DrawResult {
     for l in &p.lines {
         let c = colour(&l.name);
         chart
-            .draw_series(LineSeries::new(l.points.iter().copied(), c.stroke_width(3)))?
+            .draw_series(LineSeries::new(
+                l.points.iter().map(|&(x, y)| (x.log2(), y)),
+                c.stroke_width(3),
+            ))?
             .label(l.name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
-        chart.draw_series(l.points.iter().map(|&q| Circle::new(q, 5, c.filled())))?;
+        chart.draw_series(
+            l.points
+                .iter()
+                .map(|&(x, y)| Circle::new((x.log2(), y), 5, c.filled())),
+        )?;
     }
     chart
         .configure_series_labels()
