@@ -276,6 +276,60 @@ async fn dav_engine_killed_mid_upload_is_502_and_nothing_stored() {
     );
 }
 
+/// `--backend-timeout` is for the engine's answer once the body is sent, and
+/// for the engine not reading: an upload that simply takes longer is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_longer_than_the_backend_timeout_is_stored() {
+    let engine = engines::nginx();
+    let p = Proxy::start(Some(&dav_policies(&engine)), &["--backend-timeout", "1s"]);
+    let (go, gate) = tokio::sync::oneshot::channel();
+    let put = tokio::spawn(gated_put(p.url("/dav/slow.bin"), 1 << 20, 1 << 20, gate));
+    p.wait_in_flight(1.0);
+    // The client pauses mid-body for twice the backend timeout (its own pace,
+    // well within the idle timeout and the minimum rate's grace).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = go.send(());
+    let r = put.await.expect("client task");
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        std::fs::metadata(engine.root.join("store/slow.bin"))
+            .expect("stored on nginx")
+            .len(),
+        2 << 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_stops_reading_is_504_and_nothing_stored() {
+    let engine = engines::nginx();
+    let policies = dav_policies(&engine).replace("maxFileSize: 4Mi", "maxFileSize: 64Mi");
+    let p = Proxy::start(Some(&policies), &["--backend-timeout", "1s"]);
+    let (go, gate) = tokio::sync::oneshot::channel();
+    let put = tokio::spawn(gated_put(p.url("/dav/frozen.bin"), 1 << 20, 48 << 20, gate));
+    p.wait_in_flight(1.0);
+    engine.signal("STOP");
+    let _ = go.send(());
+    let r = put.await.expect("client task");
+    engine.signal("CONT");
+    assert_reject(&r, 504, "backend_timeout");
+    // nginx, thawed, serves a new upload; the cut one left nothing.
+    let p2 = &p;
+    let ok = tokio::task::spawn_blocking({
+        let url = p2.url("/dav/after.bin");
+        move || {
+            let f = temp_file(&[7u8; 1000]);
+            curl(&["-T", path_str(f.path()), &url])
+        }
+    })
+    .await
+    .expect("curl task");
+    assert_eq!(ok.status, 201, "{}", ok.text());
+    assert_eq!(
+        files_under(&engine.root),
+        vec!["store/after.bin".to_string()]
+    );
+}
+
 #[test]
 fn s3_round_trip_multipart_and_single_put() {
     let engine = engines::s3();

@@ -30,7 +30,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 use sluice_policy::{HttpMode, config::Spool};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::fs::{PIPE_DEPTH, TempGuard};
@@ -218,6 +218,9 @@ enum Sending {
         tx: mpsc::Sender<Bytes>,
         response: JoinHandle<Result<(), Reject>>,
         suffix: Bytes,
+        /// Set once the whole body is queued: from then on the engine has
+        /// `timeout` to answer.
+        body_done: watch::Sender<bool>,
     },
     /// Buffering until the part is complete.
     Spool(Box<Spooler>, Box<Request<()>>, Bytes, Bytes),
@@ -329,15 +332,33 @@ impl HttpPart {
                 let client2 = client.clone();
                 let timeout = t.timeout;
                 let mode = t.mode;
+                let (body_done, mut done_rx) = watch::channel(false);
                 let response = tokio::spawn(async move {
                     let what = format!("{} {}", req.method(), redact(req.uri()));
-                    let resp = exchange(&client2, req, timeout).await?;
+                    // The body streams for as long as the client sends it (its
+                    // own idle and rate limits apply there; `write` times the
+                    // engine's reading): `timeout` starts when it is all sent.
+                    let answer = async {
+                        client2.request(req).await.map_err(|e| Reject::Backend {
+                            status: None,
+                            message: format!("{what}: {}", error_chain(&e)),
+                        })
+                    };
+                    let expired = async {
+                        let _ = done_rx.wait_for(|d| *d).await;
+                        tokio::time::sleep(timeout).await;
+                    };
+                    let resp = tokio::select! {
+                        r = answer => r?,
+                        () = expired => return Err(Reject::BackendTimeout(what)),
+                    };
                     stored(resp, &what, mode).await
                 });
                 Sending::Pipe {
                     tx,
                     response,
                     suffix,
+                    body_done,
                 }
             }
         };
@@ -363,8 +384,15 @@ impl HttpPart {
         self.size += chunk.len() as u64;
         match self.sending.as_mut() {
             Some(Sending::Pipe { tx, .. }) => {
-                if tx.send(chunk).await.is_ok() {
-                    return Ok(());
+                match tokio::time::timeout(self.timeout, tx.send(chunk)).await {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(_)) => {}
+                    Err(_) => {
+                        return Err(Reject::BackendTimeout(format!(
+                            "the engine read nothing for {:?}",
+                            self.timeout
+                        )));
+                    }
                 }
                 // The request ended early: the engine answered or the connection broke.
                 Err(self.fail().await)
@@ -394,10 +422,12 @@ impl HttpPart {
                 tx,
                 response,
                 suffix,
+                body_done,
             }) => {
                 let sent = (suffix.is_empty() || tx.send(suffix).await.is_ok())
                     && tx.send(Bytes::new()).await.is_ok();
                 drop(tx);
+                body_done.send_replace(true);
                 match response.await {
                     Ok(Ok(())) => {}
                     Ok(Err(r)) => return Err(r),

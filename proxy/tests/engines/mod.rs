@@ -116,6 +116,16 @@ impl Engine {
         }
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) with kill(1): freezes or thaws the engine.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("engine running").id();
+        let st = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(st.success(), "kill -{sig} {pid}");
+    }
+
     /// Starts it again on the same port and storage.
     pub fn restart(&mut self) {
         self.kill();
