@@ -84,6 +84,27 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, then its exit status (bounded wait).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let st = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(st.success());
+        wait_until(Instant::now() + Duration::from_secs(15), || {
+            self.child.try_wait().ok().flatten()
+        })
+        .unwrap_or_else(|| panic!("{} did not exit within 15 s of SIGTERM", self.name))
+    }
+
+    /// A field of its first JSON log line whose message is `message`.
+    fn log_field(&self, message: &str, field: &str) -> Option<String> {
+        self.logs.lock().unwrap().iter().find_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["message"] == message).then(|| v[field].as_str().map(str::to_string))?
+        })
+    }
+
     fn has_log(&self, needle: &str) -> bool {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
@@ -565,5 +586,38 @@ spec:
             .then_some(())
     });
     assert!(op.has_log("pushed"), "the operator logs its pushes");
-    drop(op);
+
+    // Its health and metrics endpoints.
+    let listen = op
+        .log_field("sluice-operator listening", "listen")
+        .expect("a listening line with the address");
+    let get = |path: &str| -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", &format!("http://{listen}{path}")])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(get("/healthz").starts_with("ok"));
+    assert!(get("/readyz").contains(r#""ready":true"#));
+    let metrics = get("/metrics");
+    for want in [
+        "sluice_operator_leader 1",
+        "sluice_operator_pods_ready 2",
+        "sluice_operator_pods_synced 2",
+        "sluice_operator_reconciles_total",
+        "sluice_operator_push_duration_seconds_count",
+        "sluice_operator_status_writes_total",
+    ] {
+        assert!(metrics.contains(want), "no {want:?} in\n{metrics}");
+    }
+
+    // SIGTERM: a clean exit that hands the Lease over at once.
+    let mut op = op;
+    let status = op.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(op.has_log("sluice-operator stopped"));
+    kube.wait_until("the Lease is released", DEADLINE, SHOW, || {
+        lease_holder(&kube).is_none().then_some(())
+    });
 }
