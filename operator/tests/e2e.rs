@@ -368,6 +368,9 @@ fn the_chart_the_operator_and_two_proxies_on_a_real_api_server() {
             }
         })
         .collect();
+    // Bound to a Node no kubelet runs: in a real cluster (SLUICE_TEST_KUBECONFIG)
+    // nothing then touches these pods but this test.
+    kube.apply("apiVersion: v1\nkind: Node\nmetadata: {name: sluice-e2e-node}\n");
     for (p, name) in proxies.iter_mut().zip(["proxy-a", "proxy-b"]) {
         p.start();
         kube.apply(&format!(
@@ -378,6 +381,7 @@ metadata:
   namespace: {NS}
   labels: {{app.kubernetes.io/name: sluice, app.kubernetes.io/instance: sluice, app.kubernetes.io/component: proxy}}
 spec:
+  nodeName: sluice-e2e-node
   containers: [{{name: proxy, image: sluice/sluice-proxy}}]
 "
         ));

@@ -90,7 +90,14 @@ pub fn bin(name: &str) -> PathBuf {
 impl Kube {
     /// Starts a fresh control plane and waits until its /readyz is ok.
     /// Dropping the `Kube` stops it.
+    ///
+    /// With `SLUICE_TEST_KUBECONFIG` set, no control plane is started: the
+    /// tests run against that cluster (kind, k3d, ...) as its kubeconfig's
+    /// current context allows, with the kubectl and helm built here.
     pub fn start() -> Kube {
+        if let Some(path) = std::env::var_os("SLUICE_TEST_KUBECONFIG") {
+            return Kube::external(PathBuf::from(path));
+        }
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let harness = bin("kube-harness");
         let apiserver = bin("kube-apiserver");
@@ -169,6 +176,43 @@ impl Kube {
             dir,
             child: Mutex::new(Some((child, stdin))),
             stderr,
+            counter: AtomicUsize::new(0),
+        }
+    }
+
+    /// An existing cluster, reached with `kubeconfig` (its current context).
+    fn external(kubeconfig: PathBuf) -> Kube {
+        let dir = std::env::temp_dir().join(format!("sluice-kube-ext-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut cmd = Command::new(bin("kubectl"));
+        cmd.arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["config", "view", "--raw", "--minify", "-o", "json"])
+            .env("HOME", &dir);
+        let view: serde_json::Value =
+            serde_json::from_str(&ok("kubectl config view", run(cmd, None)))
+                .expect("kubectl config view JSON");
+        let cluster = &view["clusters"][0]["cluster"];
+        let server = cluster["server"].as_str().expect("server").to_string();
+        let ca_pem = cluster["certificate-authority-data"]
+            .as_str()
+            .map(|b64| {
+                let mut cmd = Command::new("base64");
+                cmd.arg("-d");
+                ok("base64 -d", run(cmd, Some(b64)))
+            })
+            .unwrap_or_default();
+        // The admin kubeconfig as JSON, which the rest of this module reads.
+        let admin = dir.join("admin.kubeconfig");
+        std::fs::write(&admin, serde_json::to_vec_pretty(&view).unwrap()).expect("kubeconfig");
+        Kube {
+            kubeconfig: admin,
+            server,
+            ca_pem,
+            apiserver_log: dir.join("no-apiserver-log"),
+            dir,
+            child: Mutex::new(None),
+            stderr: Arc::new(Mutex::new(String::new())),
             counter: AtomicUsize::new(0),
         }
     }
