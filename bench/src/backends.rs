@@ -12,12 +12,12 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::{Context, ensure};
 
 use sluice_bench::data::{data_file, label};
 use sluice_bench::engines::{self, Engine, S3_ACCESS, S3_BUCKET, S3_SECRET};
+use sluice_bench::get;
 use sluice_bench::measure::Sample;
 use sluice_bench::sluice::{Env, Proxy, Workdir};
 
@@ -199,23 +199,4 @@ fn presign(engine: &Engine, name: &str) -> anyhow::Result<String> {
         .get_object(Some(&creds), name)
         .sign(std::time::Duration::from_secs(600));
     Ok(url.to_string())
-}
-
-fn get(url: &str, size: u64) -> anyhow::Result<()> {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{size_download}",
-        ])
-        .arg(url)
-        .output()?;
-    let got = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        got == format!("200 {size}"),
-        "GET {url}: {got:?}, want \"200 {size}\""
-    );
-    Ok(())
 }

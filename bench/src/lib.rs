@@ -20,7 +20,7 @@ pub mod sink;
 pub mod sluice;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 
 use anyhow::{Context, ensure};
 
@@ -79,6 +79,61 @@ pub fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     (med, v[0], v[n - 1])
 }
 
+/// A child process, killed and reaped when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `curl` GET of `url`, which must answer 200 with exactly `size` bytes.
+pub fn get(url: &str, size: u64) -> anyhow::Result<()> {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+        ])
+        .arg(url)
+        .output()?;
+    let got = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        got == format!("200 {size}"),
+        "GET {url}: {got:?}, want \"200 {size}\""
+    );
+    Ok(())
+}
+
+/// The `p` quantile (0..=1, nearest rank) of ascending samples.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Sorts each row's latencies (ms) and prints p50, p90, p99 and max under a
+/// header; `width` is the label column's.
+pub fn print_latencies(width: usize, rows: &mut [(&str, &mut Vec<f64>)]) {
+    println!(
+        "{:<width$} {:>8} {:>8} {:>8} {:>8}",
+        "", "p50", "p90", "p99", "max"
+    );
+    for (name, v) in rows.iter_mut() {
+        v.sort_by(f64::total_cmp);
+        println!(
+            "{name:<width$} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            percentile(v, 0.5),
+            percentile(v, 0.9),
+            percentile(v, 0.99),
+            v[v.len() - 1]
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +143,13 @@ mod tests {
         assert_eq!(stats(vec![3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
         assert_eq!(stats(vec![4.0, 1.0, 2.0, 3.0]), (2.5, 1.0, 4.0));
         assert!(stats(vec![]).0.is_nan());
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 51.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
     }
 }

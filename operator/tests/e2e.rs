@@ -17,17 +17,19 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::kube::{Kube, wait_until, workspace_root};
+use common::kube::{Kube, common_port, wait_until, workspace_root};
 use serde_json::Value;
 
 const NS: &str = "sluice";
 const APPS: &str = "apps";
+/// The chart's proxy pod labels, and the operator's selector of them.
+const POD_LABELS: &str = "app.kubernetes.io/name: sluice, app.kubernetes.io/instance: sluice, app.kubernetes.io/component: proxy";
 const SELECTOR: &str = "app.kubernetes.io/name=sluice,app.kubernetes.io/instance=sluice,app.kubernetes.io/component=proxy";
 /// Deadline of every wait on the control plane (a loaded CI machine gets headroom).
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -132,18 +134,6 @@ fn proxy_bin() -> PathBuf {
         p.display()
     );
     p
-}
-
-/// A port free on both 127.0.0.2 and 127.0.0.3.
-fn common_port() -> u16 {
-    for _ in 0..50 {
-        let a = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
-        let port = a.local_addr().expect("addr").port();
-        if TcpListener::bind(("127.0.0.3", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
 }
 
 struct ProxyNode {
@@ -352,8 +342,9 @@ fn the_chart_the_operator_and_two_proxies_on_a_real_api_server() {
     std::fs::write(&token_file, &token).expect("token file");
 
     // Two proxies, each a Pod object (status patched by hand: no kubelet) and a process.
-    let (port, admin_port) = (common_port(), common_port());
-    let mut proxies: Vec<ProxyNode> = ["127.0.0.2", "127.0.0.3"]
+    let ips = ["127.0.0.2", "127.0.0.3"];
+    let (port, admin_port) = (common_port(&ips), common_port(&ips));
+    let mut proxies: Vec<ProxyNode> = ips
         .into_iter()
         .map(|ip| {
             let dir = scratch.path().join(ip);
@@ -368,38 +359,9 @@ fn the_chart_the_operator_and_two_proxies_on_a_real_api_server() {
             }
         })
         .collect();
-    // Bound to a Node no kubelet runs: in a real cluster (SLUICE_TEST_KUBECONFIG)
-    // nothing then touches these pods but this test.
-    kube.apply("apiVersion: v1\nkind: Node\nmetadata: {name: sluice-e2e-node}\n");
     for (p, name) in proxies.iter_mut().zip(["proxy-a", "proxy-b"]) {
         p.start();
-        kube.apply(&format!(
-            "apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  namespace: {NS}
-  labels: {{app.kubernetes.io/name: sluice, app.kubernetes.io/instance: sluice, app.kubernetes.io/component: proxy}}
-spec:
-  nodeName: sluice-e2e-node
-  containers: [{{name: proxy, image: sluice/sluice-proxy}}]
-"
-        ));
-        let status = format!(
-            r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#,
-            ip = p.ip
-        );
-        kube.kubectl_ok(&[
-            "patch",
-            "pod",
-            name,
-            "-n",
-            NS,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status,
-        ]);
+        kube.ready_pod(NS, name, POD_LABELS, p.ip);
     }
     // Before any policy the proxies have nothing: every route 503.
     assert_eq!(put(&proxies[0].url("/files/x"), 10, scratch.path()), 503);

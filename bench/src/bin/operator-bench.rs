@@ -19,9 +19,9 @@
 mod kube_harness;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
@@ -29,7 +29,8 @@ use clap::Parser;
 use futures_util::StreamExt;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube_harness::{Kube, wait_until};
+use kube_harness::{Kube, common_port, wait_until};
+use sluice_bench::{KillOnDrop, percentile, print_latencies};
 use sluice_operator::push::Pusher;
 use sluice_policy::UploadPolicy;
 
@@ -50,16 +51,7 @@ const TOKEN: &str = "operator-bench-token";
 const NS: &str = "sluice";
 const APPS: &str = "bench";
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn quiet(mut cmd: Command) -> anyhow::Result<Proc> {
+fn quiet(mut cmd: Command) -> anyhow::Result<KillOnDrop> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -69,22 +61,7 @@ fn quiet(mut cmd: Command) -> anyhow::Result<Proc> {
     let out = child.stdout.take().context("stdout")?;
     // Drain its output so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in BufReader::new(out).lines() {});
-    Ok(Proc(child))
-}
-
-/// A port free on every proxy address.
-fn common_port(ips: &[String]) -> anyhow::Result<u16> {
-    for _ in 0..50 {
-        let first = TcpListener::bind((ips[0].as_str(), 0))?;
-        let port = first.local_addr()?.port();
-        if ips[1..]
-            .iter()
-            .all(|ip| TcpListener::bind((ip.as_str(), port)).is_ok())
-        {
-            return Ok(port);
-        }
-    }
-    anyhow::bail!("no port free on all proxy addresses")
+    Ok(KillOnDrop(child))
 }
 
 fn policy(i: usize, max: &str) -> anyhow::Result<UploadPolicy> {
@@ -94,11 +71,6 @@ fn policy(i: usize, max: &str) -> anyhow::Result<UploadPolicy> {
         "spec": {"pathPrefix": format!("/p{i}/"), "backend": {"fs": {"root": format!("p{i}")}},
             "upload": {"maxFileSize": max, "allowedTypes": ["image/*", "application/pdf"], "verifyContent": true}},
     }))?)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn build(root: &Path) -> anyhow::Result<PathBuf> {
@@ -169,7 +141,8 @@ async fn main() -> anyhow::Result<()> {
     let ips: Vec<String> = (0..args.proxies)
         .map(|i| format!("127.0.0.{}", i + 2))
         .collect();
-    let (port, admin_port) = (common_port(&ips)?, common_port(&ips)?);
+    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let (port, admin_port) = (common_port(&ip_refs), common_port(&ip_refs));
     let mut procs = Vec::new();
     let mut admins = Vec::new();
     for (i, ip) in ips.iter().enumerate() {
@@ -191,23 +164,12 @@ async fn main() -> anyhow::Result<()> {
         })
         .with_context(|| format!("proxy {ip} did not listen"))?;
         admins.push(admin);
-        kube.apply(&format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: proxy-{i}\n  namespace: {NS}\n  labels: {{app.kubernetes.io/name: sluice, app.kubernetes.io/component: proxy}}\nspec:\n  containers: [{{name: proxy, image: sluice/sluice-proxy}}]\n"
-        ));
-        let status = format!(
-            r#"{{"status":{{"phase":"Running","podIP":"{ip}","conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
-        );
-        kube.kubectl_ok(&[
-            "patch",
-            "pod",
-            &format!("proxy-{i}"),
-            "-n",
+        kube.ready_pod(
             NS,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status,
-        ]);
+            &format!("proxy-{i}"),
+            "app.kubernetes.io/name: sluice, app.kubernetes.io/component: proxy",
+            ip,
+        );
     }
 
     // The policies, through the API server.
@@ -336,26 +298,16 @@ async fn main() -> anyhow::Result<()> {
         "policy change (PATCH at the API server) -> ... ({} proxies, {} policies, {} changes), ms:",
         args.proxies, args.policies, args.changes
     );
-    println!(
-        "{:<44} {:>8} {:>8} {:>8} {:>8}",
-        "", "p50", "p90", "p99", "max"
+    print_latencies(
+        44,
+        &mut [
+            ("served by every proxy", &mut served),
+            (
+                "its status Programmed (all statuses rewritten)",
+                &mut status,
+            ),
+        ],
     );
-    for (what, v) in [
-        ("served by every proxy", &mut served),
-        (
-            "its status Programmed (all statuses rewritten)",
-            &mut status,
-        ),
-    ] {
-        v.sort_by(f64::total_cmp);
-        println!(
-            "{what:<44} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
-            percentile(v, 0.5),
-            percentile(v, 0.9),
-            percentile(v, 0.99),
-            v[v.len() - 1]
-        );
-    }
     let p99 = percentile(&served, 0.99);
     println!(
         "target p99 < 1000 ms (served by every proxy): {} ({p99:.1} ms)",

@@ -15,11 +15,12 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
+use sluice_bench::{KillOnDrop, percentile, print_latencies};
 use sluice_operator::push::{Payload, Pusher};
 use sluice_operator::sync::Tracker;
 
@@ -41,20 +42,11 @@ struct Args {
 
 const TOKEN: &str = "push-bench-token";
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start_proxy(
     bin: &PathBuf,
     i: usize,
     dir: &std::path::Path,
-) -> anyhow::Result<(Proc, SocketAddr)> {
+) -> anyhow::Result<(KillOnDrop, SocketAddr)> {
     let ip = format!("127.0.0.{}", i + 2);
     let state = dir.join(format!("state-{i}"));
     let mut child = Command::new(bin)
@@ -89,7 +81,7 @@ fn start_proxy(
     };
     // Keep draining its output so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Ok((Proc(child), admin))
+    Ok((KillOnDrop(child), admin))
 }
 
 fn policy_yaml(i: usize) -> String {
@@ -99,11 +91,6 @@ fn policy_yaml(i: usize) -> String {
          spec:\n  pathPrefix: /p{i}/\n  backend: {{fs: {{root: p{i}}}}}\n\
          \x20 upload: {{maxFileSize: 1Mi, allowedTypes: [\"image/*\", \"application/pdf\"], verifyContent: true}}\n---\n"
     )
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -204,24 +191,14 @@ async fn main() -> anyhow::Result<()> {
         payload_bytes / 1024,
         args.changes
     );
-    println!(
-        "{:<28} {:>8} {:>8} {:>8} {:>8}",
-        "", "p50", "p90", "p99", "max"
+    print_latencies(
+        28,
+        &mut [
+            ("compile + serialize", &mut compile),
+            ("push to all (parallel)", &mut fanout),
+            ("total", &mut total),
+        ],
     );
-    for (name, v) in [
-        ("compile + serialize", &mut compile),
-        ("push to all (parallel)", &mut fanout),
-        ("total", &mut total),
-    ] {
-        v.sort_by(f64::total_cmp);
-        println!(
-            "{name:<28} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
-            percentile(v, 0.5),
-            percentile(v, 0.9),
-            percentile(v, 0.99),
-            v[v.len() - 1]
-        );
-    }
     let p99 = percentile(&total, 0.99);
     println!(
         "target p99 < 1000 ms: {} ({p99:.1} ms)",

@@ -272,6 +272,44 @@ impl Kube {
         )
     }
 
+    /// A Pod object standing in for a proxy that runs as a local process at
+    /// `ip`: created with `labels` (a YAML flow-map body), bound to
+    /// [`FAKE_NODE`] (created too, and run by no kubelet, so in a real cluster
+    /// nothing else touches the pod), then its status patched Running and
+    /// Ready with that pod IP.
+    pub fn ready_pod(&self, ns: &str, name: &str, labels: &str, ip: &str) {
+        self.apply(&format!(
+            "apiVersion: v1
+kind: Node
+metadata: {{name: {FAKE_NODE}}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {ns}
+  labels: {{{labels}}}
+spec:
+  nodeName: {FAKE_NODE}
+  containers: [{{name: proxy, image: sluice/sluice-proxy}}]
+"
+        ));
+        let status = format!(
+            r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+        );
+        self.kubectl_ok(&[
+            "patch",
+            "pod",
+            name,
+            "-n",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ]);
+    }
+
     /// Creates a namespace (no error if it exists).
     pub fn create_namespace(&self, name: &str) {
         self.apply(&format!(
@@ -383,6 +421,25 @@ impl Drop for Kube {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The Node that [`Kube::ready_pod`] binds its pods to; no kubelet runs it.
+pub const FAKE_NODE: &str = "sluice-e2e-node";
+
+/// A TCP port free on every one of `ips` (loopback addresses), so processes
+/// standing in for pods can share one port as pods do.
+pub fn common_port(ips: &[&str]) -> u16 {
+    for _ in 0..50 {
+        let first = std::net::TcpListener::bind((ips[0], 0)).expect("bind a loopback address");
+        let port = first.local_addr().expect("local addr").port();
+        if ips[1..]
+            .iter()
+            .all(|ip| std::net::TcpListener::bind((*ip, port)).is_ok())
+        {
+            return port;
+        }
+    }
+    panic!("no port free on all of {ips:?}");
 }
 
 /// Polls `cond` every 100 ms until it returns `Some` or `deadline` passes

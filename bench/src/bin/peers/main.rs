@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use sluice_bench::data::{data_file, ensure_data, label, parse_size};
 use sluice_bench::measure::{self, Sample};
 use sluice_bench::sluice::Env;
-use sluice_bench::{GIB, MIB, stats};
+use sluice_bench::{GIB, MIB, get, stats};
 
 use servers::{Backends, Peer, Running};
 
@@ -543,25 +543,6 @@ fn check_upload(out: &Output, size: u64, who: Who, multipart: bool) -> anyhow::R
         (_, true) => sent,
     };
     ensure!(got == Some(want), "{body}: want {want} bytes");
-    Ok(())
-}
-
-fn get(url: &str, size: u64) -> anyhow::Result<()> {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{size_download}",
-        ])
-        .arg(url)
-        .output()?;
-    let got = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        got == format!("200 {size}"),
-        "GET {url}: {got:?}, want \"200 {size}\""
-    );
     Ok(())
 }
 
