@@ -333,9 +333,8 @@ impl Reconciler {
     /// push side is updated.
     pub fn plan(&mut self, world: &World, now: Instant, stamp: Time, write: bool) -> Writes {
         self.metrics.reconciles.inc();
-        let policies: Vec<UploadPolicy> = world.policies.iter().map(|p| (**p).clone()).collect();
-        let secrets: Vec<Secret> = world.secrets.iter().map(|s| (**s).clone()).collect();
-        let compiled = sluice_policy::compile(&policies, &secrets);
+        let policies = &world.policies;
+        let compiled = sluice_policy::compile(policies, &world.secrets);
         let version = compiled.config.version.clone();
 
         if self.payload.as_ref().map(|p| &p.version) != Some(&version) {
@@ -403,9 +402,9 @@ impl Reconciler {
         if self.tracker.busy(now) {
             return writes;
         }
-        let alive: BTreeSet<String> = policies.iter().map(key_of).collect();
+        let alive: BTreeSet<String> = policies.iter().map(|p| key_of(p)).collect();
         self.written_status.retain(|k, _| alive.contains(k));
-        for p in &policies {
+        for p in policies {
             let key = key_of(p);
             let (Some(outcome), Some(ns), Some(name)) = (
                 compiled.outcomes.get(&key),

@@ -12,6 +12,7 @@
 //! were absent. Order by age makes conflicts stable: adding a policy can never
 //! take a route away from one that already had it.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -75,8 +76,13 @@ pub fn key_of(p: &UploadPolicy) -> PolicyKey {
     )
 }
 
-pub fn compile(policies: &[UploadPolicy], secrets: &[Secret]) -> Compiled {
-    let mut ordered: Vec<&UploadPolicy> = policies.iter().collect();
+/// Takes the policies and Secrets as owned values or shared (`Arc`), so the
+/// operator compiles straight from its watch caches without copying them.
+pub fn compile<P: Borrow<UploadPolicy>, S: Borrow<Secret>>(
+    policies: &[P],
+    secrets: &[S],
+) -> Compiled {
+    let mut ordered: Vec<&UploadPolicy> = policies.iter().map(Borrow::borrow).collect();
     ordered.sort_by(|a, b| {
         let ta = a.metadata.creation_timestamp.as_ref().map(|t| &t.0);
         let tb = b.metadata.creation_timestamp.as_ref().map(|t| &t.0);
@@ -111,13 +117,14 @@ fn claims_overlap(a: &Route, b: &Route) -> bool {
         && (a.hosts.is_empty() && b.hosts.is_empty() || a.hosts.iter().any(|h| b.hosts.contains(h)))
 }
 
-fn compile_one(p: &UploadPolicy, secrets: &[Secret]) -> Result<Route, Outcome> {
+fn compile_one<S: Borrow<Secret>>(p: &UploadPolicy, secrets: &[S]) -> Result<Route, Outcome> {
     let spec = &p.spec;
     validate(spec).map_err(Outcome::Invalid)?;
     let ns = p.metadata.namespace.as_deref().unwrap_or("default");
     let secret = |name: &str| -> Result<BTreeMap<String, Vec<u8>>, Outcome> {
         secrets
             .iter()
+            .map(Borrow::borrow)
             .find(|s| {
                 s.metadata.name.as_deref() == Some(name)
                     && s.metadata.namespace.as_deref().unwrap_or("default") == ns

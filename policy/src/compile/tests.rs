@@ -3,6 +3,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+const NO_SECRETS: &[Secret] = &[];
+
 fn policy(name: &str, age_secs: i64, yaml_spec: &str) -> UploadPolicy {
     let spec: UploadPolicySpec = serde_saphyr::from_str(yaml_spec).expect("spec yaml");
     let mut p = UploadPolicy::new(name, spec);
@@ -30,7 +32,7 @@ const FS: &str = "pathPrefix: /files/\nbackend: {fs: {root: /data}}\n";
 
 #[test]
 fn defaults_fill_in() {
-    let c = compile(&[policy("a", 0, FS)], &[]);
+    let c = compile(&[policy("a", 0, FS)], NO_SECRETS);
     assert_eq!(c.outcomes["ns/a"], Outcome::Accepted);
     let r = &c.config.routes[0];
     assert_eq!(r.policy, "ns/a");
@@ -89,7 +91,7 @@ auth:
 fn missing_secret_is_reported_and_others_survive() {
     let bad =
         "pathPrefix: /a/\nbackend: {fs: {root: /d}}\nauth: {apiKeys: {secretRef: {name: nope}}}\n";
-    let c = compile(&[policy("bad", 0, bad), policy("good", 1, FS)], &[]);
+    let c = compile(&[policy("bad", 0, bad), policy("good", 1, FS)], NO_SECRETS);
     assert_eq!(c.outcomes["ns/bad"].reason(), "SecretNotFound");
     assert!(c.outcomes["ns/bad"].message().contains("ns/nope"));
     assert_eq!(c.outcomes["ns/good"], Outcome::Accepted);
@@ -108,7 +110,10 @@ fn secret_in_other_namespace_is_not_used() {
 
 #[test]
 fn conflicts_older_wins_then_name() {
-    let c = compile(&[policy("newer", 10, FS), policy("older", 0, FS)], &[]);
+    let c = compile(
+        &[policy("newer", 10, FS), policy("older", 0, FS)],
+        NO_SECRETS,
+    );
     assert_eq!(c.outcomes["ns/older"], Outcome::Accepted);
     assert_eq!(
         c.outcomes["ns/newer"],
@@ -117,7 +122,7 @@ fn conflicts_older_wins_then_name() {
     assert_eq!(c.config.routes.len(), 1);
 
     // Same age: name breaks the tie.
-    let c = compile(&[policy("b", 0, FS), policy("a", 0, FS)], &[]);
+    let c = compile(&[policy("b", 0, FS), policy("a", 0, FS)], NO_SECRETS);
     assert_eq!(c.outcomes["ns/a"], Outcome::Accepted);
     assert_eq!(c.outcomes["ns/b"].reason(), "Conflicted");
 }
@@ -135,7 +140,7 @@ fn conflicts_need_a_common_host() {
             policy("h3", 2, h3),
             policy("any", 3, any),
         ],
-        &[],
+        NO_SECRETS,
     );
     assert_eq!(c.outcomes["ns/h1"], Outcome::Accepted);
     assert_eq!(c.outcomes["ns/h2"], Outcome::Accepted);
@@ -208,7 +213,7 @@ fn invalid_specs_are_named() {
         ),
     ];
     for (i, (y, needle)) in cases.iter().enumerate() {
-        let c = compile(&[policy(&format!("p{i}"), 0, y)], &[]);
+        let c = compile(&[policy(&format!("p{i}"), 0, y)], NO_SECRETS);
         match &c.outcomes[&format!("ns/p{i}")] {
             Outcome::Invalid(m) => assert!(m.contains(needle), "{y}: {m}"),
             other => panic!("{y}: expected Invalid, got {other:?}"),
@@ -257,17 +262,17 @@ fn string_data_counts() {
 
 #[test]
 fn version_changes_with_content() {
-    let a = compile(&[policy("a", 0, FS)], &[]).config.version;
+    let a = compile(&[policy("a", 0, FS)], NO_SECRETS).config.version;
     let b = compile(
         &[policy(
             "a",
             0,
             "pathPrefix: /files/\nbackend: {fs: {root: /other}}\n",
         )],
-        &[],
+        NO_SECRETS,
     )
     .config
     .version;
     assert_ne!(a, b);
-    assert_eq!(a, compile(&[policy("a", 0, FS)], &[]).config.version);
+    assert_eq!(a, compile(&[policy("a", 0, FS)], NO_SECRETS).config.version);
 }
