@@ -139,30 +139,22 @@ impl Elector {
         match decide(holder.as_deref(), &self.cfg.identity, since, duration, now) {
             Step::Follow => {
                 self.last_renewed = None;
-                Ok(false)
+                return Ok(false);
             }
-            Step::Renew => {
-                spec.renew_time = Some(stamp);
-                spec.lease_duration_seconds = Some(secs(self.cfg.duration));
-                let r = self
-                    .api
-                    .replace(&self.cfg.name, &PostParams::default(), &lease)
-                    .await;
-                self.write(r, now)
-            }
+            Step::Renew => {}
             Step::Acquire => {
                 spec.holder_identity = Some(self.cfg.identity.clone());
                 spec.acquire_time = Some(stamp.clone());
-                spec.renew_time = Some(stamp);
-                spec.lease_duration_seconds = Some(secs(self.cfg.duration));
                 spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-                let r = self
-                    .api
-                    .replace(&self.cfg.name, &PostParams::default(), &lease)
-                    .await;
-                self.write(r, now)
             }
         }
+        spec.renew_time = Some(stamp);
+        spec.lease_duration_seconds = Some(secs(self.cfg.duration));
+        let r = self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .await;
+        self.write(r, now)
     }
 
     fn write(&mut self, r: Result<Lease, kube::Error>, now: Instant) -> Result<bool, kube::Error> {
