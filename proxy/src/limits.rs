@@ -107,8 +107,25 @@ pub struct Pace {
     pub grace: Duration,
 }
 
+impl Pace {
+    /// Is `got` bytes after `elapsed` still above the minimum rate (once past the grace)?
+    pub fn check(&self, got: u64, elapsed: Duration) -> Result<(), BodyError> {
+        if self.min_rate > 0 && elapsed > self.grace {
+            let secs = elapsed.as_secs_f64();
+            if (got as f64) < self.min_rate as f64 * secs {
+                return Err(BodyError::TooSlow {
+                    got,
+                    secs,
+                    min_rate: self.min_rate,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Why a paced body stopped.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BodyError {
     #[error("client sent nothing for {0:?}")]
     Idle(Duration),
@@ -153,16 +170,8 @@ where
             Poll::Ready(Some(Ok(chunk))) => {
                 this.got += chunk.len() as u64;
                 let now = Instant::now();
-                let elapsed = now - this.started;
-                if this.pace.min_rate > 0 && elapsed > this.pace.grace {
-                    let secs = elapsed.as_secs_f64();
-                    if (this.got as f64) < this.pace.min_rate as f64 * secs {
-                        return Poll::Ready(Some(Err(BodyError::TooSlow {
-                            got: this.got,
-                            secs,
-                            min_rate: this.pace.min_rate,
-                        })));
-                    }
+                if let Err(e) = this.pace.check(this.got, now - this.started) {
+                    return Poll::Ready(Some(Err(e)));
                 }
                 this.deadline.as_mut().reset(now + this.pace.idle);
                 Poll::Ready(Some(Ok(chunk)))

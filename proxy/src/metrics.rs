@@ -24,7 +24,7 @@ pub struct RuleLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PathLabels {
-    /// `sendfile` (zero-copy fast path) or `copy` (through user-space buffers).
+    /// `sendfile` or `splice` (zero-copy fast paths) or `copy` (through user-space buffers).
     pub path: String,
 }
 
@@ -44,6 +44,7 @@ pub struct Metrics {
     pub rejections: Family<RuleLabels, Counter>,
     pub upload_bytes: Counter,
     pub objects_stored: Counter,
+    pub uploads: Family<PathLabels, Counter>,
     pub download_bytes: Family<PathLabels, Counter>,
     pub download_responses: Family<PathLabels, Counter>,
     pub transfers_in_flight: Gauge,
@@ -60,6 +61,7 @@ impl Default for Metrics {
             rejections: Family::default(),
             upload_bytes: Counter::default(),
             objects_stored: Counter::default(),
+            uploads: Family::default(),
             download_bytes: Family::default(),
             download_responses: Family::default(),
             transfers_in_flight: Gauge::default(),
@@ -87,6 +89,11 @@ impl Default for Metrics {
             "objects_stored",
             "Objects committed to a backend",
             m.objects_stored.clone(),
+        );
+        registry.register(
+            "uploads",
+            "Stored uploads by path: splice (client socket -> pipe -> engine socket past the sniff window) or copy",
+            m.uploads.clone(),
         );
         registry.register(
             "download_bytes",

@@ -3,9 +3,13 @@
 //!
 //! ```text
 //!   accept -> read a request head into a per-connection buffer (httparse)
-//!     GET/HEAD, HTTP/1.1, no body, sendfile on -> fast path: head + sendfile(2),
-//!                                                 then the next head (keep-alive)
-//!     anything else (POST/PUT, HTTP/1.0, h2c preface, odd requests)
+//!     GET/HEAD, HTTP/1.1, no body, sendfile on -> fast path: head + sendfile(2)
+//!                                                 (fs) or splice(2) (remote)
+//!     PUT, HTTP/1.1, Content-Length, a route upload::splice takes
+//!                                              -> fast path: sniff window, then
+//!                                                 splice(2) to the engine
+//!     then the next head (keep-alive)
+//!     anything else (POST, chunked PUT, HTTP/1.0, h2c preface, odd requests)
 //!       -> hyper (HTTP/1.1 and HTTP/2) with the bytes already read, for the
 //!          rest of the connection's life
 //! ```
@@ -35,6 +39,10 @@ use crate::error::Reject;
 use crate::filters;
 use crate::metrics::PathLabels;
 use crate::service::{self, Done};
+use crate::upload::{
+    self,
+    splice::{Body as BodyRead, Failed, PutHead},
+};
 use crate::zerocopy;
 use sluice_policy::Backend;
 
@@ -115,8 +123,26 @@ async fn connection(
                     let Some(req) = FastReq::parse(&buf[..n]) else {
                         break;
                     };
-                    buf.advance(n);
-                    let keep = serve_fast(&app, &mut stream, &mut scratch, peer, req).await;
+                    let keep = if let Some((len, expect_continue)) = req.put {
+                        let head = PutHead {
+                            path: &req.path,
+                            host: req.host.as_deref(),
+                            authorization: req.authorization.as_deref(),
+                            api_key: req.api_key.as_deref(),
+                            content_type: req.content_type.as_deref(),
+                            len,
+                            expect_continue,
+                        };
+                        // Not for this path (or refused): hyper reads the head again.
+                        let Some(plan) = upload::splice::plan(&app, &head, peer) else {
+                            break;
+                        };
+                        buf.advance(n);
+                        serve_put(&app, &mut stream, &mut buf, &mut scratch, peer, &req, plan).await
+                    } else {
+                        buf.advance(n);
+                        serve_fast(&app, &mut stream, &mut scratch, peer, req).await
+                    };
                     if !keep || *shutdown.borrow() {
                         return;
                     }
@@ -215,6 +241,9 @@ async fn read_head(
 /// The parts of a request head the fast path needs, copied out of the read buffer.
 struct FastReq {
     head: bool,
+    /// A PUT with a Content-Length: the body's length and whether it waits for `100 Continue`.
+    put: Option<(u64, bool)>,
+    content_type: Option<Vec<u8>>,
     method: &'static str,
     path: String,
     host: Option<String>,
@@ -230,7 +259,8 @@ struct FastReq {
 }
 
 impl FastReq {
-    /// None when hyper should serve it: not GET/HEAD, not HTTP/1.1, a body, an upgrade.
+    /// None when hyper should serve it: not GET/HEAD/PUT, not HTTP/1.1, a GET
+    /// with a body, a PUT without Content-Length, an upgrade.
     fn parse(bytes: &[u8]) -> Option<Self> {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
@@ -241,8 +271,12 @@ impl FastReq {
         let (head, method) = match req.method? {
             "GET" => (false, "GET"),
             "HEAD" => (true, "HEAD"),
+            "PUT" => (false, "PUT"),
             _ => return None,
         };
+        let is_put = method == "PUT";
+        let mut length = None;
+        let mut expect_continue = false;
         let target = req.path?;
         if !target.starts_with('/') {
             return None; // absolute-form or asterisk: rare, hyper handles them
@@ -250,6 +284,8 @@ impl FastReq {
         let path = target.split('?').next().unwrap_or(target).to_string();
         let mut r = FastReq {
             head,
+            put: None,
+            content_type: None,
             method,
             path,
             host: None,
@@ -268,11 +304,19 @@ impl FastReq {
             let name = h.name;
             let is = |n: &str| name.eq_ignore_ascii_case(n);
             if is("content-length") {
-                if v.trim_ascii() != b"0" {
+                let n: u64 = std::str::from_utf8(v).ok()?.trim().parse().ok()?;
+                if length.replace(n).is_some_and(|m| m != n) || (n != 0 && !is_put) {
                     return None;
                 }
-            } else if is("transfer-encoding") || is("upgrade") || is("expect") {
+            } else if is("expect") {
+                if !is_put || !v.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                    return None;
+                }
+                expect_continue = true;
+            } else if is("transfer-encoding") || is("upgrade") {
                 return None;
+            } else if is("content-type") {
+                r.content_type = Some(v.to_vec());
             } else if is("connection") {
                 if v.split(|b| *b == b',')
                     .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
@@ -298,6 +342,9 @@ impl FastReq {
             } else if is("if-range") {
                 r.if_range = Some(v.to_vec());
             }
+        }
+        if is_put {
+            r.put = Some((length?, expect_continue));
         }
         Some(r)
     }
@@ -382,6 +429,82 @@ async fn serve_fast(
         },
     );
     keep
+}
+
+/// A PUT on the fast path (see `upload::splice`); false when the connection must close.
+async fn serve_put(
+    app: &App,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    scratch: &mut Vec<u8>,
+    peer: SocketAddr,
+    req: &FastReq,
+    plan: upload::splice::Plan,
+) -> bool {
+    let started = Instant::now();
+    let policy = plan.policy.clone();
+    let (status, bytes, rule, keep, via) = match upload::splice::run(app, stream, buf, plan).await {
+        Ok((stored, spliced)) => {
+            let body = service::stored(app, &stored, if spliced { "splice" } else { "copy" });
+            scratch.clear();
+            status_line(scratch, 201);
+            push_header(scratch, "content-type", "application/json");
+            push_header(scratch, "content-length", &body.len().to_string());
+            finish_head(scratch, req.keep_alive);
+            scratch.extend_from_slice(&body);
+            let ok = stream.write_all(scratch).await.is_ok();
+            let via = if spliced { "splice" } else { "fast" };
+            (201, stored.bytes(), None, ok && req.keep_alive, via)
+        }
+        Err(Failed { reject, body }) => {
+            if matches!(
+                reject,
+                Reject::Storage(_) | Reject::Backend { .. } | Reject::BackendTimeout(_)
+            ) {
+                tracing::error!(error = %reject, path = %req.path, "backend failure");
+            }
+            let keep = req.keep_alive && body == BodyRead::Read;
+            let ok = write_reject(stream, scratch, &reject, keep).await.is_ok();
+            if ok && body == BodyRead::Partial {
+                linger(stream, scratch).await;
+            }
+            let status = reject.status().as_u16();
+            (status, 0, Some(reject.rule()), ok && keep, "splice")
+        }
+    };
+    service::record(
+        app,
+        Done {
+            method: "PUT",
+            path: &req.path,
+            policy: &policy,
+            status,
+            bytes,
+            rule,
+            peer,
+            via,
+            started,
+        },
+    );
+    keep
+}
+
+/// Reads and drops what the client still sends after an early answer, so that
+/// closing does not reset the connection before it has read that answer
+/// (nginx's lingering close; hyper's path does the same in `service`).
+async fn linger(stream: &mut TcpStream, scratch: &mut Vec<u8>) {
+    scratch.clear();
+    scratch.resize(16 * 1024, 0);
+    let drain = async {
+        let mut n = 0u64;
+        while n <= service::LINGER_BYTES {
+            match stream.read(scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(k) => n += k as u64,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(service::LINGER_TIME, drain).await;
 }
 
 /// The fs answer on the fast path: head, then sendfile(2). Returns (status, bytes, keep-alive).
@@ -534,9 +657,21 @@ mod tests {
                 .unwrap()
                 .keep_alive
         );
+        let put = FastReq::parse(
+            b"PUT /f/a.bin HTTP/1.1\r\nContent-Length: 7\r\nExpect: 100-continue\r\nContent-Type: image/png\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(put.put, Some((7, true)));
+        assert_eq!(put.content_type.as_deref(), Some(&b"image/png"[..]));
         for not_fast in [
             &b"GET / HTTP/1.0\r\n\r\n"[..],
             b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
+            b"PUT /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"PUT /a HTTP/1.1\r\n\r\n",
+            b"PUT /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"PUT /a HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+            b"PUT /a HTTP/1.1\r\nContent-Length: 1\r\nExpect: teapot\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
             b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
             b"GET http://h/ HTTP/1.1\r\n\r\n",

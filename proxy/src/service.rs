@@ -252,9 +252,9 @@ fn body_stream(
 }
 
 /// Most of what is left of a request body that is read after an early answer.
-const LINGER_BYTES: u64 = 4 << 20;
+pub(crate) const LINGER_BYTES: u64 = 4 << 20;
 /// How long that reading may take.
-const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A request body, shared between whoever reads it and `linger`.
 ///
@@ -340,13 +340,22 @@ impl hyper::body::Body for BodySlot {
     }
 }
 
-fn created(app: &App, stored: Stored) -> (Response<Body>, u64) {
-    let bytes = stored.bytes();
-    app.metrics.upload_bytes.inc_by(bytes);
+/// Counts a stored upload and gives its 201 body.
+pub fn stored(app: &App, stored: &Stored, path: &str) -> Vec<u8> {
+    app.metrics.upload_bytes.inc_by(stored.bytes());
     app.metrics
         .objects_stored
         .inc_by(stored.objects.len() as u64);
-    let body = serde_json::to_vec(&stored).unwrap_or_default();
+    app.metrics
+        .uploads
+        .get_or_create(&PathLabels { path: path.into() })
+        .inc();
+    serde_json::to_vec(stored).unwrap_or_default()
+}
+
+fn created(app: &App, stored: Stored) -> (Response<Body>, u64) {
+    let bytes = stored.bytes();
+    let body = self::stored(app, &stored, "copy");
     (
         full(
             StatusCode::CREATED,

@@ -4,6 +4,7 @@
 //! ```text
 //!   fs:     file --sendfile--> client socket
 //!   remote: backend socket --splice--> pipe (pooled) --splice--> client socket
+//!   PUT:    client socket  --splice--> pipe (pooled) --splice--> engine socket
 //! ```
 //! This is the one module that talks to the kernel's zero-copy calls. rustix
 //! wraps both safely, so no `unsafe` is needed here at all.
@@ -112,26 +113,60 @@ impl PipePool {
     }
 }
 
+/// Which end of a splice stopped it.
+#[derive(Debug)]
+pub enum SpliceError {
+    /// Reading `from`: it closed early, failed, went quiet for its timeout, or `progress` refused.
+    Read(io::Error),
+    /// Writing `to`: it failed or stopped taking bytes for its timeout.
+    Write(io::Error),
+}
+
+impl From<SpliceError> for io::Error {
+    fn from(e: SpliceError) -> Self {
+        match e {
+            SpliceError::Read(e) | SpliceError::Write(e) => e,
+        }
+    }
+}
+
+/// How long each end of a splice may stall, and what each is called in errors.
+#[derive(Debug, Clone, Copy)]
+pub struct Ends {
+    pub read_idle: Duration,
+    pub write_idle: Duration,
+    /// "backend" / "client": who stopped sending.
+    pub reader: &'static str,
+    /// "client" / "engine": who stopped reading.
+    pub writer: &'static str,
+}
+
 /// Moves exactly `len` bytes from `from` to `to` through `pipe`, never into user space.
-/// On error the pipe may hold bytes: the caller must drop it, not pool it.
+/// `progress` sees the bytes read so far after every read and may stop the move
+/// (a rate limit). On error the pipe may hold bytes: the caller must drop it, not pool it.
 pub async fn splice_exact(
     from: &TcpStream,
     to: &TcpStream,
     pipe: &Pipe,
     len: u64,
-    idle: Duration,
-) -> io::Result<u64> {
+    ends: Ends,
+    mut progress: impl FnMut(u64) -> io::Result<()>,
+) -> Result<u64, SpliceError> {
     let mut moved = 0u64;
     while moved < len {
         let want = usize::try_from(len - moved)
             .unwrap_or(pipe.capacity)
             .min(pipe.capacity);
         let filled = loop {
-            tokio::time::timeout(idle, from.readable())
+            tokio::time::timeout(ends.read_idle, from.readable())
                 .await
                 .map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "backend stopped sending")
-                })??;
+                    SpliceError::Read(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("{} stopped sending", ends.reader),
+                    ))
+                })?
+                .map_err(SpliceError::Read)?;
             match from.try_io(Interest::READABLE, || {
                 rustix::pipe::splice(
                     from,
@@ -144,21 +179,28 @@ pub async fn splice_exact(
                 .map_err(io::Error::from)
             }) {
                 Ok(0) => {
-                    return Err(io::Error::new(
+                    return Err(SpliceError::Read(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        "backend closed before the advertised length",
-                    ));
+                        format!("{} closed before the advertised length", ends.reader),
+                    )));
                 }
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(SpliceError::Read(e)),
             }
         };
+        progress(moved + filled as u64).map_err(SpliceError::Read)?;
         let mut left = filled;
         while left > 0 {
-            tokio::time::timeout(idle, to.writable())
+            tokio::time::timeout(ends.write_idle, to.writable())
                 .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
+                .map_err(|_| {
+                    SpliceError::Write(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("{} stopped reading", ends.writer),
+                    ))
+                })?
+                .map_err(SpliceError::Write)?;
             let more = if moved + (filled as u64) < len {
                 SpliceFlags::MORE
             } else {
@@ -177,7 +219,7 @@ pub async fn splice_exact(
             }) {
                 Ok(n) => left -= n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(SpliceError::Write(e)),
             }
         }
         moved += filled as u64;
@@ -190,6 +232,13 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    const ENDS: Ends = Ends {
+        read_idle: Duration::from_secs(5),
+        write_idle: Duration::from_secs(5),
+        reader: "backend",
+        writer: "client",
+    };
 
     async fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -216,15 +265,9 @@ mod tests {
             got
         });
         let pipe = pool.get().unwrap();
-        let n = splice_exact(
-            &backend_r,
-            &client_w,
-            &pipe,
-            300_000,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+        let n = splice_exact(&backend_r, &client_w, &pipe, 300_000, ENDS, |_| Ok(()))
+            .await
+            .unwrap();
         assert_eq!(n, 300_000);
         pool.put(pipe);
         assert_eq!(pool.idle(), 1);
@@ -240,9 +283,31 @@ mod tests {
         backend_w.write_all(b"short").await.unwrap();
         drop(backend_w);
         let pipe = pool.get().unwrap();
-        let e = splice_exact(&backend_r, &client_w, &pipe, 100, Duration::from_secs(5))
+        let e = splice_exact(&backend_r, &client_w, &pipe, 100, ENDS, |_| Ok(()))
             .await
             .unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(
+            matches!(&e, SpliceError::Read(e) if e.kind() == io::ErrorKind::UnexpectedEof),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn progress_can_stop_the_move() {
+        let pool = PipePool::new(1 << 16, 4);
+        let (mut backend_w, backend_r) = pair().await;
+        let (client_w, _client_r) = pair().await;
+        backend_w.write_all(&[7u8; 1000]).await.unwrap();
+        let pipe = pool.get().unwrap();
+        let e = splice_exact(&backend_r, &client_w, &pipe, 5000, ENDS, |n| {
+            assert!(n <= 1000);
+            Err(io::Error::other("too slow"))
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&e, SpliceError::Read(e) if e.to_string() == "too slow"),
+            "{e:?}"
+        );
     }
 }

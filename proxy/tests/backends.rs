@@ -28,11 +28,19 @@ spec:
 ---
 apiVersion: sluice.dev/v1alpha1
 kind: UploadPolicy
+metadata: {{name: dav-raw}}
+spec:
+  pathPrefix: /raw/
+  backend: {{http: {{url: "{u}/store", mode: put}}}}
+  upload: {{maxFileSize: 4Mi, checksum: none}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: UploadPolicy
 metadata: {{name: dav-images}}
 spec:
   pathPrefix: /img/
   backend: {{http: {{url: "{u}/images", mode: put}}}}
-  upload: {{allowedTypes: ["image/png"], verifyContent: true}}
+  upload: {{allowedTypes: ["image/png"], verifyContent: true, checksum: none}}
 "#,
         u = engine.url()
     )
@@ -118,9 +126,28 @@ fn downloads_match(p: &Proxy, path: &str, data: &[u8]) {
     }
 }
 
+/// How a gated PUT frames its body: chunked goes through hyper, a
+/// Content-Length through the fast path (sniff window, then splice).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Framing {
+    Chunked,
+    Length,
+}
+
+impl Framing {
+    /// The access log's `via` for an upload framed this way.
+    fn via(self) -> &'static str {
+        match self {
+            Framing::Chunked => "hyper",
+            Framing::Length => "splice",
+        }
+    }
+}
+
 /// PUT whose body stops after `first` bytes until `gate` fires, then sends `rest` bytes.
 async fn gated_put(
     url: String,
+    framing: Framing,
     first: usize,
     rest: usize,
     gate: tokio::sync::oneshot::Receiver<()>,
@@ -144,9 +171,13 @@ async fn gated_put(
         }
     });
     let client = reqwest::Client::new();
-    let r = client
+    let mut req = client
         .put(url)
-        .header("content-type", "application/octet-stream")
+        .header("content-type", "application/octet-stream");
+    if framing == Framing::Length {
+        req = req.header("content-length", (first + rest).to_string());
+    }
+    let r = req
         .body(reqwest::Body::wrap_stream(body))
         .send()
         .await
@@ -162,6 +193,22 @@ fn dav_put_round_trip_splice_and_range() {
     let f = temp_file(&data);
     let r = curl(&["-T", path_str(f.path()), &p.url("/dav/dir/a.bin")]);
     assert_created_one(&r, "dir/a.bin", &data);
+    // With a checksum to compute, every byte goes through user space.
+    assert_eq!(p.wait_access("PUT", "/dav/dir/a.bin", 201)["via"], "hyper");
+    // Without, past the sniff window the body goes client socket -> pipe -> engine socket.
+    let raw = random_bytes(3 << 20, 11);
+    let f = temp_file(&raw);
+    let r = curl(&["-T", path_str(f.path()), &p.url("/raw/dir/r.bin")]);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["objects"][0]["key"], "dir/r.bin");
+    assert_eq!(r.json()["objects"][0]["size"], 3 << 20);
+    assert_eq!(p.wait_access("PUT", "/raw/dir/r.bin", 201)["via"], "splice");
+    assert_eq!(p.metric(r#"sluice_uploads_total{path="splice"}"#), 1.0);
+    assert!(
+        std::fs::read(engine.root.join("store/dir/r.bin")).expect("stored on nginx") == raw,
+        "spliced upload stored different bytes"
+    );
+    downloads_match(&p, "/raw/dir/r.bin", &raw);
     // The engine stored exactly these bytes, where the policy says.
     assert_eq!(
         std::fs::read(engine.root.join("store/dir/a.bin")).expect("stored on nginx"),
@@ -182,6 +229,32 @@ fn dav_put_round_trip_splice_and_range() {
         std::fs::read(engine.root.join("store/m.bin")).expect("stored"),
         small
     );
+    assert_eq!(p.metric(r#"sluice_uploads_total{path="copy"}"#), 2.0);
+
+    // Small files fit in the bytes read with the head: several on one connection.
+    let urls: Vec<String> = (0..3).map(|i| p.url(&format!("/raw/s{i}.txt"))).collect();
+    let tiny = temp_file(b"hello, small world\n");
+    let mut args = vec![];
+    for u in &urls {
+        args.extend(["-T", path_str(tiny.path()), u.as_str()]);
+    }
+    let r = curl(&args);
+    assert_eq!(r.status, 201, "{}", r.text());
+    for i in 0..3 {
+        assert_eq!(
+            std::fs::read(engine.root.join(format!("store/s{i}.txt"))).expect("stored"),
+            b"hello, small world\n"
+        );
+        assert_eq!(
+            p.wait_access("PUT", &format!("/raw/s{i}.txt"), 201)["via"],
+            "fast"
+        );
+    }
+    assert_eq!(
+        p.metric("sluice_connections_open"),
+        0.0,
+        "curl closed its one connection"
+    );
 
     // Missing on the engine: our 404 JSON.
     assert_reject(&curl(&[&p.url("/dav/nope.bin")]), 404, "not_found");
@@ -193,12 +266,16 @@ fn dav_fallback_without_splice_gives_same_bytes() {
     let p = Proxy::start(Some(&dav_policies(&engine)), &["--no-splice"]);
     let data = random_bytes(2 << 20, 3);
     let f = temp_file(&data);
-    assert_created_one(
-        &curl(&["-T", path_str(f.path()), &p.url("/dav/b.bin")]),
-        "b.bin",
-        &data,
+    let r = curl(&["-T", path_str(f.path()), &p.url("/raw/b.bin")]);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(p.wait_access("PUT", "/raw/b.bin", 201)["via"], "hyper");
+    assert_eq!(p.metric(r#"sluice_uploads_total{path="copy"}"#), 1.0);
+    assert_eq!(p.metric(r#"sluice_uploads_total{path="splice"}"#), 0.0);
+    assert_eq!(
+        std::fs::read(engine.root.join("store/b.bin")).expect("stored on nginx"),
+        data
     );
-    let r = curl(&["--http1.1", &p.url("/dav/b.bin")]);
+    let r = curl(&["--http1.1", &p.url("/raw/b.bin")]);
     assert_eq!(r.status, 200);
     assert!(r.body == data, "copied bytes differ");
     assert_eq!(
@@ -236,6 +313,8 @@ fn dav_rejections_mid_stream_leave_nothing_on_the_engine() {
         &p.url("/img/fake.png"),
     ]);
     assert_reject(&r, 415, "type_not_allowed");
+    // Checked on the fast path: the sniff window was read, the rest never spliced.
+    assert_eq!(p.wait_access("PUT", "/img/fake.png", 415)["via"], "splice");
     // Declared PNG, sniffed as an allowed type that is not PNG.
     let mut gif = b"GIF89a".to_vec();
     gif.extend(random_bytes(10_000, 8));
@@ -260,20 +339,51 @@ fn dav_rejections_mid_stream_leave_nothing_on_the_engine() {
 async fn dav_engine_killed_mid_upload_is_502_and_nothing_stored() {
     let mut engine = engines::nginx();
     let p = Proxy::start(Some(&dav_policies(&engine)), &[]);
-    let (go, gate) = tokio::sync::oneshot::channel();
-    let put = tokio::spawn(gated_put(p.url("/dav/killed.bin"), 1 << 20, 1 << 20, gate));
+    for framing in [Framing::Chunked, Framing::Length] {
+        let path = format!("/raw/killed-{framing:?}.bin");
+        let (go, gate) = tokio::sync::oneshot::channel();
+        let put = tokio::spawn(gated_put(p.url(&path), framing, 1 << 20, 1 << 20, gate));
+        p.wait_in_flight(1.0);
+        engine.kill();
+        let _ = go.send(());
+        let r = put.await.expect("client task");
+        let msg = assert_reject(&r, 502, "backend_error");
+        assert!(!msg.is_empty());
+        assert_eq!(p.wait_access("PUT", &path, 502)["via"], framing.via());
+        engine.restart();
+        assert_eq!(
+            files_under(&engine.root),
+            Vec::<String>::new(),
+            "nothing stored on nginx ({framing:?})"
+        );
+    }
+}
+
+/// A client gone mid-body on the fast path: the engine gets a truncated PUT and
+/// stores nothing; a client that answers `Expect: 100-continue` gets its 100 first.
+#[test]
+fn raw_put_cut_by_the_client_leaves_nothing() {
+    let engine = engines::nginx();
+    let p = Proxy::start(Some(&dav_policies(&engine)), &[]);
+    let mut raw = Raw::connect(p.addr);
+    raw.send(
+        b"PUT /raw/cut.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\nExpect: 100-continue\r\n\r\n",
+    );
+    let cont = raw.read_response();
+    assert_eq!(cont.status, 100, "{}", cont.text());
+    raw.send(&random_bytes(1 << 20, 12));
     p.wait_in_flight(1.0);
-    engine.kill();
-    let _ = go.send(());
-    let r = put.await.expect("client task");
-    let msg = assert_reject(&r, 502, "backend_error");
-    assert!(!msg.is_empty());
-    engine.restart();
+    drop(raw);
+    let line = p.wait_access("PUT", "/raw/cut.bin", 400);
+    assert_eq!(line["rule"], "client_aborted");
+    assert_eq!(line["via"], "splice");
+    p.wait_in_flight(0.0);
     assert_eq!(
         files_under(&engine.root),
         Vec::<String>::new(),
         "nothing stored on nginx"
     );
+    assert_eq!(p.metric(r#"sluice_uploads_total{path="splice"}"#), 0.0);
 }
 
 /// `--backend-timeout` is for the engine's answer once the body is sent, and
@@ -282,21 +392,25 @@ async fn dav_engine_killed_mid_upload_is_502_and_nothing_stored() {
 async fn an_upload_longer_than_the_backend_timeout_is_stored() {
     let engine = engines::nginx();
     let p = Proxy::start(Some(&dav_policies(&engine)), &["--backend-timeout", "1s"]);
-    let (go, gate) = tokio::sync::oneshot::channel();
-    let put = tokio::spawn(gated_put(p.url("/dav/slow.bin"), 1 << 20, 1 << 20, gate));
-    p.wait_in_flight(1.0);
-    // The client pauses mid-body for twice the backend timeout (its own pace,
-    // well within the idle timeout and the minimum rate's grace).
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let _ = go.send(());
-    let r = put.await.expect("client task");
-    assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(
-        std::fs::metadata(engine.root.join("store/slow.bin"))
-            .expect("stored on nginx")
-            .len(),
-        2 << 20
-    );
+    for framing in [Framing::Chunked, Framing::Length] {
+        let path = format!("/raw/slow-{framing:?}.bin");
+        let (go, gate) = tokio::sync::oneshot::channel();
+        let put = tokio::spawn(gated_put(p.url(&path), framing, 1 << 20, 1 << 20, gate));
+        p.wait_in_flight(1.0);
+        // The client pauses mid-body for twice the backend timeout (its own pace,
+        // well within the idle timeout and the minimum rate's grace).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let _ = go.send(());
+        let r = put.await.expect("client task");
+        assert_eq!(r.status, 201, "{framing:?}: {}", r.text());
+        assert_eq!(p.wait_access("PUT", &path, 201)["via"], framing.via());
+        assert_eq!(
+            std::fs::metadata(engine.root.join(format!("store/slow-{framing:?}.bin")))
+                .expect("stored on nginx")
+                .len(),
+            2 << 20
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,30 +418,34 @@ async fn an_engine_that_stops_reading_is_504_and_nothing_stored() {
     let engine = engines::nginx();
     let policies = dav_policies(&engine).replace("maxFileSize: 4Mi", "maxFileSize: 64Mi");
     let p = Proxy::start(Some(&policies), &["--backend-timeout", "1s"]);
-    let (go, gate) = tokio::sync::oneshot::channel();
-    let put = tokio::spawn(gated_put(p.url("/dav/frozen.bin"), 1 << 20, 48 << 20, gate));
-    p.wait_in_flight(1.0);
-    engine.signal("STOP");
-    let _ = go.send(());
-    let r = put.await.expect("client task");
-    engine.signal("CONT");
-    assert_reject(&r, 504, "backend_timeout");
-    // nginx, thawed, serves a new upload; the cut one left nothing.
-    let p2 = &p;
-    let ok = tokio::task::spawn_blocking({
-        let url = p2.url("/dav/after.bin");
-        move || {
-            let f = temp_file(&[7u8; 1000]);
-            curl(&["-T", path_str(f.path()), &url])
-        }
-    })
-    .await
-    .expect("curl task");
-    assert_eq!(ok.status, 201, "{}", ok.text());
-    assert_eq!(
-        files_under(&engine.root),
-        vec!["store/after.bin".to_string()]
-    );
+    for framing in [Framing::Chunked, Framing::Length] {
+        let path = format!("/raw/frozen-{framing:?}.bin");
+        let (go, gate) = tokio::sync::oneshot::channel();
+        let put = tokio::spawn(gated_put(p.url(&path), framing, 1 << 20, 48 << 20, gate));
+        p.wait_in_flight(1.0);
+        engine.signal("STOP");
+        let _ = go.send(());
+        let r = put.await.expect("client task");
+        engine.signal("CONT");
+        assert_reject(&r, 504, "backend_timeout");
+        assert_eq!(p.wait_access("PUT", &path, 504)["via"], framing.via());
+        // nginx, thawed, serves a new upload; the cut one left nothing.
+        let ok = tokio::task::spawn_blocking({
+            let url = p.url("/raw/after.bin");
+            move || {
+                let f = temp_file(&[7u8; 1000]);
+                curl(&["-T", path_str(f.path()), &url])
+            }
+        })
+        .await
+        .expect("curl task");
+        assert_eq!(ok.status, 201, "{}", ok.text());
+        assert_eq!(
+            files_under(&engine.root),
+            vec!["store/after.bin".to_string()],
+            "{framing:?}"
+        );
+    }
 }
 
 #[test]
@@ -424,7 +542,13 @@ async fn s3_engine_killed_mid_upload_is_502_and_nothing_stored() {
     let p = Proxy::start(Some(&s3_policies(&engine)), &["--s3-part-size", "5242880"]);
     let (go, gate) = tokio::sync::oneshot::channel();
     // 6 MiB first: one part is on the engine before it dies.
-    let put = tokio::spawn(gated_put(p.url("/s3/killed.bin"), 6 << 20, 1 << 20, gate));
+    let put = tokio::spawn(gated_put(
+        p.url("/s3/killed.bin"),
+        Framing::Chunked,
+        6 << 20,
+        1 << 20,
+        gate,
+    ));
     p.wait_in_flight(1.0);
     wait_until(
         DEADLINE,
@@ -553,7 +677,13 @@ async fn multipart_engine_killed_mid_upload_is_502_and_nothing_stored() {
     let p = Proxy::start(Some(&multipart_policies(&engine)), &[]);
     for path in ["/up/killed.bin", "/ups/killed.bin"] {
         let (go, gate) = tokio::sync::oneshot::channel();
-        let put = tokio::spawn(gated_put(p.url(path), 1 << 20, 1 << 20, gate));
+        let put = tokio::spawn(gated_put(
+            p.url(path),
+            Framing::Chunked,
+            1 << 20,
+            1 << 20,
+            gate,
+        ));
         p.wait_in_flight(1.0);
         engine.kill();
         let _ = go.send(());

@@ -355,8 +355,13 @@ async fn relay_length(
     }
     if splice {
         let pipe = app.pipes.get()?;
-        crate::zerocopy::splice_exact(&up.stream, client, &pipe, rest, app.settings.idle_timeout)
-            .await?;
+        let ends = crate::zerocopy::Ends {
+            read_idle: app.settings.idle_timeout,
+            write_idle: app.settings.idle_timeout,
+            reader: "engine",
+            writer: "client",
+        };
+        crate::zerocopy::splice_exact(&up.stream, client, &pipe, rest, ends, |_| Ok(())).await?;
         // Only a fully drained pipe goes back.
         app.pipes.put(pipe);
     } else {

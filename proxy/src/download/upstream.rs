@@ -64,12 +64,18 @@ pub struct RawPool {
 const MAX_IDLE_PER_AUTHORITY: usize = 32;
 
 impl RawPool {
+    /// An idle socket the engine has not closed meanwhile (a closed one reads EOF at once).
     fn take(&self, authority: &str) -> Option<TcpStream> {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(authority)
-            .and_then(Vec::pop)
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let free = idle.get_mut(authority)?;
+        while let Some(s) = free.pop() {
+            match s.try_read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(s),
+                // EOF, an error, or bytes nobody asked for: not reusable.
+                _ => {}
+            }
+        }
+        None
     }
 
     pub fn put(&self, authority: String, stream: TcpStream) {
@@ -78,6 +84,76 @@ impl RawPool {
         if v.len() < MAX_IDLE_PER_AUTHORITY {
             v.push(stream);
         }
+    }
+}
+
+/// Where a request goes: socket address parts, `host` header and request target.
+pub struct Dest<'a> {
+    host: &'a str,
+    port: u16,
+    pub authority: String,
+    target: String,
+}
+
+impl<'a> Dest<'a> {
+    pub fn new(url: &'a url::Url) -> Result<Self, Reject> {
+        let host = url
+            .host_str()
+            .ok_or_else(|| Reject::Storage(format!("{url}: no host")))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        let target = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        Ok(Self {
+            host,
+            port,
+            authority,
+            target,
+        })
+    }
+
+    /// The request head: request line, host, user-agent, `headers`, blank line.
+    pub fn head(&self, method: &str, headers: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut head = format!(
+            "{method} {} HTTP/1.1\r\nhost: {}\r\nuser-agent: sluice\r\n",
+            self.target, self.authority
+        )
+        .into_bytes();
+        for (k, v) in headers {
+            head.extend_from_slice(k.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(v);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        head
+    }
+
+    /// A pooled socket (`true`) unless `fresh`, else a new connection.
+    pub async fn connect(
+        &self,
+        pool: &RawPool,
+        fresh: bool,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<(TcpStream, bool), Reject> {
+        if !fresh && let Some(s) = pool.take(&self.authority) {
+            return Ok((s, true));
+        }
+        let s = tokio::time::timeout(timeout, TcpStream::connect((self.host, self.port)))
+            .await
+            .map_err(|_| Reject::BackendTimeout(format!("{what}: connect")))?
+            .map_err(|e| Reject::Backend {
+                status: None,
+                message: format!("{what}: connect: {e}"),
+            })?;
+        let _ = s.set_nodelay(true);
+        Ok((s, false))
     }
 }
 
@@ -90,64 +166,28 @@ pub async fn request(
     connect_timeout: Duration,
     timeout: Duration,
 ) -> Result<Upstream, Reject> {
-    let host = url
-        .host_str()
-        .ok_or_else(|| Reject::Storage(format!("{url}: no host")))?;
-    let port = url.port_or_known_default().unwrap_or(80);
-    let authority = match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    };
-    let target = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
-    };
-    let mut head =
-        format!("{method} {target} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: sluice\r\n")
-            .into_bytes();
-    for (k, v) in headers {
-        head.extend_from_slice(k.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(v);
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    let what = format!("{method} {}://{authority}{}", url.scheme(), url.path());
+    let dest = Dest::new(url)?;
+    let head = dest.head(method, headers);
+    let what = format!(
+        "{method} {}://{}{}",
+        url.scheme(),
+        dest.authority,
+        url.path()
+    );
 
     for attempt in 0..2 {
-        let (mut stream, pooled) = match pool.take(&authority).filter(|_| attempt == 0) {
-            Some(s) => (s, true),
-            None => {
-                let s = tokio::time::timeout(connect_timeout, TcpStream::connect((host, port)))
-                    .await
-                    .map_err(|_| Reject::BackendTimeout(format!("{what}: connect")))?
-                    .map_err(|e| Reject::Backend {
-                        status: None,
-                        message: format!("{what}: connect: {e}"),
-                    })?;
-                let _ = s.set_nodelay(true);
-                (s, false)
-            }
-        };
+        let (mut stream, pooled) = dest
+            .connect(pool, attempt > 0, connect_timeout, &what)
+            .await?;
         let exchange = async {
             stream.write_all(&head).await?;
             read_head(&mut stream, method == "HEAD").await
         };
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => return Err(Reject::BackendTimeout(what)),
-            Ok(Ok((status, headers, framing, buffered, keep_alive))) => {
-                return Ok(Upstream {
-                    status,
-                    headers,
-                    framing,
-                    stream,
-                    buffered,
-                    authority,
-                    keep_alive,
-                });
-            }
+            Ok(Ok(head)) => return Ok(head.into_upstream(stream, dest.authority)),
             Ok(Err(e)) if pooled => {
-                tracing::debug!(error = %e, %authority, "pooled engine connection was stale; retrying");
+                tracing::debug!(error = %e, authority = %dest.authority, "pooled engine connection was stale; retrying");
             }
             Ok(Err(e)) => {
                 return Err(Reject::Backend {
@@ -163,9 +203,32 @@ pub async fn request(
     })
 }
 
-type Head = (u16, Vec<(String, Vec<u8>)>, Framing, BytesMut, bool);
+/// A response head as read, before it is tied to its socket.
+pub struct Head {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub framing: Framing,
+    /// Body bytes read together with the head.
+    pub buffered: BytesMut,
+    pub keep_alive: bool,
+}
 
-async fn read_head(stream: &mut TcpStream, is_head: bool) -> io::Result<Head> {
+impl Head {
+    fn into_upstream(self, stream: TcpStream, authority: String) -> Upstream {
+        Upstream {
+            status: self.status,
+            headers: self.headers,
+            framing: self.framing,
+            stream,
+            buffered: self.buffered,
+            authority,
+            keep_alive: self.keep_alive,
+        }
+    }
+}
+
+/// Reads a response head; `is_head`: the request was HEAD, so no body follows.
+pub async fn read_head(stream: &mut TcpStream, is_head: bool) -> io::Result<Head> {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         if stream.read_buf(&mut buf).await? == 0 {
@@ -231,7 +294,13 @@ async fn read_head(stream: &mut TcpStream, is_head: bool) -> io::Result<Head> {
                     };
                 let keep_alive = !close && !http10 && framing != Framing::Close;
                 let _ = buf.split_to(n);
-                return Ok((status, headers, framing, buf, keep_alive));
+                return Ok(Head {
+                    status,
+                    headers,
+                    framing,
+                    buffered: buf,
+                    keep_alive,
+                });
             }
         }
     }

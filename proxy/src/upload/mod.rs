@@ -32,6 +32,8 @@ use crate::filters::{self, SNIFF_LEN};
 use crate::limits::BodyError;
 use crate::runtime::RouteRt;
 
+pub mod splice;
+
 /// multer may hold this much framing (part headers, boundaries, preamble) beyond what it returned as data.
 pub const FRAMING_BUDGET: u64 = 64 * 1024;
 /// Extra framing allowance per part seen: headers of a well-formed part are a few hundred bytes.
@@ -207,16 +209,21 @@ where
     let rules = &ctx.route.route.upload;
     let key = filters::parse_key(key).map_err(|e| Reject::InvalidKey(format!("{e:?}")))?;
     let name = key.rsplit('/').next().unwrap_or(&key).to_string();
-    let declared = content_type
-        .and_then(|c| c.split(';').next())
-        .map(|c| c.trim().to_ascii_lowercase())
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| "application/octet-stream".into());
+    let declared = declared_put_type(content_type);
     check_declared(rules, &name, &declared)?;
     let mut part = open(ctx, &key, &declared, known_len)?;
     let mut chunks = body.map(|r| r.map_err(Reject::from));
     pump(&mut chunks, rules, &declared, &mut part).await?;
     commit(vec![finish(part, key, declared).await?])
+}
+
+/// A PUT's declared type: its Content-Type's essence, lower-cased; octet-stream when absent.
+fn declared_put_type(content_type: Option<&str>) -> String {
+    content_type
+        .and_then(|c| c.split(';').next())
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "application/octet-stream".into())
 }
 
 fn open(

@@ -1,0 +1,410 @@
+//! Raw PUT on the fast path: past the sniff window the body moves client
+//! socket -> pipe -> engine socket with splice(2), never entering user space.
+//!
+//! ```text
+//!   server.rs parsed a plain HTTP/1.1 PUT with Content-Length
+//!   plan: route is backend.http put, no spool, checksum none, splice on;
+//!         route, auth, key, declared type and extension, Content-Length within
+//!         maxFileSize, admission -- anything else: None, hyper serves the request
+//!         (and gives the same answer, or the same rejection)
+//!   100 Continue if asked -> first SNIFF_LEN bytes read, sniffed, checked
+//!   -> engine socket (RawPool): PUT head with Content-Length, the bytes read
+//!   -> the rest spliced: client socket -> pooled pipe -> engine socket
+//!   -> the engine's answer: 2xx -> 201 {"objects": [...]}, else 502 / 504
+//! ```
+//! Exactly Content-Length bytes are moved, so the size rule holds without
+//! looking at them. On any failure the engine socket is closed mid-body: the
+//! engine sees a truncated request and stores nothing, as with hyper's abort.
+//! A PUT body that fits in what was read with the head (small files) goes out
+//! in one write; it is the common case for request rate, and it skips hyper's
+//! connection, task and body channel on both sides.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use sluice_policy::{Backend, Checksum, HttpMode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{Stored, StoredObject, check_declared, verify_head};
+use crate::App;
+use crate::backend::http::encode_key;
+use crate::download::upstream::{self, Dest, Framing, Head};
+use crate::error::Reject;
+use crate::filters::{self, SNIFF_LEN};
+use crate::limits::{BodyError, Permit};
+use crate::runtime::RouteRt;
+use crate::service;
+use crate::zerocopy::{Ends, SpliceError};
+
+/// What the fast path read from a PUT head.
+pub struct PutHead<'a> {
+    pub path: &'a str,
+    pub host: Option<&'a str>,
+    pub authorization: Option<&'a [u8]>,
+    pub api_key: Option<&'a [u8]>,
+    pub content_type: Option<&'a [u8]>,
+    pub len: u64,
+    pub expect_continue: bool,
+}
+
+/// A PUT the fast path takes: every check that needs no body byte has passed.
+pub struct Plan {
+    pub policy: String,
+    route: Arc<RouteRt>,
+    key: String,
+    declared: String,
+    url: url::Url,
+    len: u64,
+    expect_continue: bool,
+    _permit: Permit,
+}
+
+/// None when hyper should serve the request (a route this path does not
+/// take, or a check that fails: hyper then answers with the rejection).
+pub fn plan(app: &App, h: &PutHead<'_>, peer: SocketAddr) -> Option<Plan> {
+    if !app.settings.splice {
+        return None;
+    }
+    let (route, prefix) = service::route_for(app, h.host, h.path).ok()?;
+    let rules = &route.route.upload;
+    let Backend::Http {
+        url,
+        mode: HttpMode::Put,
+        spool: None,
+        ..
+    } = &route.route.backend
+    else {
+        return None;
+    };
+    if rules.checksum != Checksum::None || h.len > rules.max_file_size {
+        return None;
+    }
+    service::authorize(&route, h.authorization, h.api_key).ok()?;
+    let key = filters::parse_key(&h.path[prefix..]).ok()?;
+    let name = key.rsplit('/').next().unwrap_or(&key);
+    let declared =
+        super::declared_put_type(h.content_type.and_then(|c| std::str::from_utf8(c).ok()));
+    check_declared(rules, name, &declared).ok()?;
+    let url = format!("{url}/{}", encode_key(&key)).parse().ok()?;
+    let permit = app.limits.admit(peer.ip()).ok()?;
+    Some(Plan {
+        policy: route.route.policy.clone(),
+        route,
+        key,
+        declared,
+        url,
+        len: h.len,
+        expect_continue: h.expect_continue,
+        _permit: permit,
+    })
+}
+
+/// How far the client's body got when a PUT failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// Read to its end: the connection can go on.
+    Read,
+    /// Partly read: the rest must be drained (lingering close).
+    Partial,
+    /// The client waits for `100 Continue`, which was not sent: nothing to drain.
+    Withheld,
+}
+
+pub struct Failed {
+    pub reject: Reject,
+    pub body: Body,
+}
+
+fn failed(body: Body) -> impl FnOnce(Reject) -> Failed {
+    move |reject| Failed { reject, body }
+}
+
+/// Moves the body to the engine; true when part of it was spliced. `buf` holds
+/// bytes read past the head; what is left in it afterwards belongs to the next request.
+pub async fn run(
+    app: &App,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    plan: Plan,
+) -> Result<(Stored, bool), Failed> {
+    let started = Instant::now();
+    let len = plan.len;
+    let pace = app.settings.pace;
+    let mut held = buf.split_to(buf.len().min(usize::try_from(len).unwrap_or(usize::MAX)));
+    let window = usize::try_from(len).unwrap_or(usize::MAX).min(SNIFF_LEN);
+    let partial = |held: &BytesMut| {
+        if held.is_empty() && plan.expect_continue {
+            Body::Withheld
+        } else {
+            Body::Partial
+        }
+    };
+
+    // The sniff window comes into user space; the client may need a 100 first.
+    if held.len() < window {
+        if held.is_empty() && plan.expect_continue {
+            stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(|e| Reject::ClientAborted(e.to_string()))
+                .map_err(failed(Body::Withheld))?;
+        }
+        while held.len() < window {
+            let room = len - held.len() as u64;
+            let n = tokio::time::timeout(pace.idle, (&mut *stream).take(room).read_buf(&mut held))
+                .await
+                .map_err(|_| Reject::from(BodyError::Idle(pace.idle)))
+                .and_then(|r| r.map_err(|e| Reject::ClientAborted(e.to_string())))
+                .map_err(failed(Body::Partial))?;
+            if n == 0 {
+                return Err(failed(Body::Partial)(Reject::ClientAborted(
+                    "client closed before the end of the body".into(),
+                )));
+            }
+        }
+    }
+    if plan.route.route.upload.verify_content {
+        verify_head(&plan.route.route.upload, &plan.declared, &held[..window])
+            .map_err(failed(partial(&held)))?;
+    }
+
+    let dest = Dest::new(&plan.url).map_err(failed(partial(&held)))?;
+    let what = format!(
+        "PUT {}://{}{}",
+        plan.url.scheme(),
+        dest.authority,
+        plan.url.path()
+    );
+    let mut out = request_head(&dest, &plan);
+    out.extend_from_slice(&held);
+    let rest = len - held.len() as u64;
+    let timeout = app.remotes.timeout;
+
+    // A body held whole can be sent again: a pooled socket the engine closed
+    // just now gets one retry on a new connection.
+    for attempt in 0..2 {
+        let (mut engine, pooled) = dest
+            .connect(&app.raw, attempt > 0, app.remotes.connect_timeout, &what)
+            .await
+            .map_err(failed(partial(&held)))?;
+        let sent = tokio::time::timeout(timeout, engine.write_all(&out)).await;
+        match sent {
+            Err(_) => {
+                return Err(failed(partial(&held))(Reject::BackendTimeout(format!(
+                    "{what}: the engine read nothing for {timeout:?}"
+                ))));
+            }
+            Ok(Err(_)) if pooled && rest == 0 => continue,
+            Ok(Err(e)) => {
+                return Err(failed(partial(&held))(Reject::Backend {
+                    status: None,
+                    message: format!("{what}: {e}"),
+                }));
+            }
+            Ok(Ok(())) => {}
+        }
+        if rest > 0 {
+            splice_rest(
+                app,
+                stream,
+                &engine,
+                held.len() as u64,
+                rest,
+                started,
+                &what,
+            )
+            .await?;
+        }
+        let answer = tokio::time::timeout(timeout, upstream::read_head(&mut engine, false)).await;
+        let head = match answer {
+            Err(_) => {
+                return Err(failed(Body::Read)(Reject::BackendTimeout(format!(
+                    "{what}: no answer within {timeout:?}"
+                ))));
+            }
+            Ok(Err(_)) if pooled && rest == 0 => continue,
+            Ok(Err(e)) => {
+                return Err(failed(Body::Read)(Reject::Backend {
+                    status: None,
+                    message: format!("{what}: {e}"),
+                }));
+            }
+            Ok(Ok(h)) => h,
+        };
+        let status = head.status;
+        let stored = (200..300).contains(&status);
+        let snippet = String::from_utf8_lossy(&head.buffered[..head.buffered.len().min(512)])
+            .trim()
+            .to_string();
+        reuse(app, dest.authority.clone(), engine, head).await;
+        if !stored {
+            return Err(failed(Body::Read)(Reject::Backend {
+                status: Some(status),
+                message: format!("{what}: engine answered {status}: {snippet}"),
+            }));
+        }
+        let stored = Stored {
+            objects: vec![StoredObject {
+                key: plan.key,
+                size: len,
+                content_type: plan.declared,
+                sha256: None,
+            }],
+        };
+        return Ok((stored, rest > 0));
+    }
+    Err(failed(Body::Read)(Reject::Backend {
+        status: None,
+        message: format!("{what}: no usable connection"),
+    }))
+}
+
+fn request_head(dest: &Dest<'_>, plan: &Plan) -> Vec<u8> {
+    let length = plan.len.to_string();
+    let mut headers: Vec<(&str, &[u8])> = vec![
+        ("content-type", plan.declared.as_bytes()),
+        ("content-length", length.as_bytes()),
+    ];
+    if let Backend::Http { headers: extra, .. } = &plan.route.route.backend {
+        headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+    }
+    dest.head("PUT", &headers)
+}
+
+/// Splices `rest` body bytes from the client to the engine; `already` were sent from user space.
+async fn splice_rest(
+    app: &App,
+    client: &TcpStream,
+    engine: &TcpStream,
+    already: u64,
+    rest: u64,
+    started: Instant,
+    what: &str,
+) -> Result<(), Failed> {
+    let pace = app.settings.pace;
+    let pipe = app
+        .pipes
+        .get()
+        .map_err(|e| Reject::Storage(format!("pipe: {e}")))
+        .map_err(failed(Body::Partial))?;
+    let ends = Ends {
+        read_idle: pace.idle,
+        write_idle: app.remotes.timeout,
+        reader: "client",
+        writer: "engine",
+    };
+    let progress = |n: u64| {
+        pace.check(already + n, started.elapsed())
+            .map_err(io::Error::other)
+    };
+    match crate::zerocopy::splice_exact(client, engine, &pipe, rest, ends, progress).await {
+        Ok(_) => {
+            app.pipes.put(pipe);
+            Ok(())
+        }
+        Err(SpliceError::Read(e)) => Err(failed(Body::Partial)(client_error(e))),
+        Err(SpliceError::Write(e)) if e.kind() == io::ErrorKind::TimedOut => {
+            Err(failed(Body::Partial)(Reject::BackendTimeout(format!(
+                "{what}: the engine read nothing for {:?}",
+                app.remotes.timeout
+            ))))
+        }
+        Err(SpliceError::Write(e)) => {
+            // The engine stopped reading: it may have answered (a 4xx/5xx of its own).
+            let why = early_answer(engine).await;
+            Err(failed(Body::Partial)(Reject::Backend {
+                status: why.as_ref().map(|(s, _)| *s),
+                message: match why {
+                    Some((s, snippet)) => {
+                        format!(
+                            "{what}: engine answered {s} before the body was complete: {snippet}"
+                        )
+                    }
+                    None => format!("{what}: {e}"),
+                },
+            }))
+        }
+    }
+}
+
+/// An answer the engine sent before closing, if one is already there.
+async fn early_answer(engine: &TcpStream) -> Option<(u16, String)> {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_millis(200), async {
+        loop {
+            engine.readable().await.ok()?;
+            match engine.try_read(&mut buf) {
+                Ok(n) => return Some(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .ok()??;
+    let mut hs = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut hs);
+    let body_at = match resp.parse(&buf[..n]).ok()? {
+        httparse::Status::Complete(at) => at,
+        httparse::Status::Partial => n,
+    };
+    let status = resp.code?;
+    let snippet = String::from_utf8_lossy(&buf[body_at..n]).trim().to_string();
+    Some((status, snippet))
+}
+
+fn client_error(e: io::Error) -> Reject {
+    if let Some(b) = e.get_ref().and_then(|i| i.downcast_ref::<BodyError>()) {
+        return Reject::from(b.clone());
+    }
+    match e.kind() {
+        io::ErrorKind::TimedOut => Reject::TooSlow { min_rate: 0 },
+        _ => Reject::ClientAborted(e.to_string()),
+    }
+}
+
+/// Longest answer body read just to keep the engine connection.
+const DRAIN_MAX: u64 = 64 * 1024;
+
+/// Pools the engine connection when its answer can be read to the end cheaply.
+async fn reuse(app: &App, authority: String, mut engine: TcpStream, mut head: Head) {
+    if !head.keep_alive {
+        return;
+    }
+    let left = match head.framing {
+        Framing::None => 0,
+        Framing::Length(n) if n <= DRAIN_MAX => n.saturating_sub(head.buffered.len() as u64),
+        _ => return,
+    };
+    if matches!(head.framing, Framing::Length(n) if (head.buffered.len() as u64) > n) {
+        return; // bytes past the answer: not ours to interpret
+    }
+    if left > 0 {
+        let drain = async {
+            let mut got = 0u64;
+            while got < left {
+                head.buffered.clear();
+                match (&mut engine)
+                    .take(left - got)
+                    .read_buf(&mut head.buffered)
+                    .await
+                {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => got += n as u64,
+                }
+            }
+            true
+        };
+        if !matches!(
+            tokio::time::timeout(app.remotes.timeout, drain).await,
+            Ok(true)
+        ) {
+            return;
+        }
+    }
+    app.raw.put(authority, engine);
+}
