@@ -133,7 +133,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         admin_token_file,
         config_snapshot,
     } = args;
-    init_logs(log_format);
+    let _logs = init_logs(log_format);
 
     let settings = Settings {
         header_timeout,
@@ -228,14 +228,26 @@ async fn wait_for_signal() {
     }
 }
 
-fn init_logs(format: LogFormat) {
+/// Logs go to stdout from a writer thread: a request's access-log line is a
+/// queue push, not a write(2) on the runtime thread, and lines queued meanwhile
+/// go out in one write. Not lossy: past the queue's bound, loggers wait.
+/// The returned guard flushes what is queued when dropped at exit.
+fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("sluice-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().flatten_event(true).init(),
     }
+    guard
 }

@@ -18,6 +18,7 @@ use sluice_policy::{Backend, Outcome, ProxyConfig, Route, UploadPolicy};
 
 use crate::auth::Authenticator;
 use crate::backend::s3::S3Target;
+use crate::download::upstream::Origin;
 use crate::metrics::{Metrics, ResultLabels, VersionLabels};
 
 /// What `sluice-proxy` serves with no `--policies`: everything under /files/ on disk, any type, 1 GiB files.
@@ -30,6 +31,14 @@ pub struct RouteRt {
     /// For s3 backends: bucket and credentials, ready to sign.
     pub s3: Option<Arc<S3Target>>,
     pub auth: Option<Authenticator>,
+    /// For http backends in put mode: where spliced PUTs go (`upload::splice`).
+    pub put_engine: Option<PutEngine>,
+}
+
+/// An http backend's upload URL, parsed once: objects go to `{path}/{key}` on `origin`.
+pub struct PutEngine {
+    pub origin: Origin,
+    pub path: String,
 }
 
 pub struct Active {
@@ -43,6 +52,7 @@ impl Active {
     pub fn build(config: ProxyConfig, data_dir: &Path) -> Result<Self, String> {
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
+            let mut put_engine = None;
             let (fs_root, s3) = match &r.backend {
                 Backend::Fs { root } => {
                     // Drop "." components: create_dir_all refuses a path ending in one.
@@ -73,6 +83,16 @@ impl Active {
                         .map_err(|e| format!("{}: backend.http.url: {e}", r.policy))?;
                     check_plain_http(download_url)
                         .map_err(|e| format!("{}: backend.http.downloadUrl: {e}", r.policy))?;
+                    if *mode == sluice_policy::HttpMode::Put
+                        && let Ok(u) = url.parse::<url::Url>()
+                        && u.query().is_none()
+                        && let Ok(origin) = Origin::of(&u)
+                    {
+                        put_engine = Some(PutEngine {
+                            origin,
+                            path: u.path().trim_end_matches('/').to_string(),
+                        });
+                    }
                     (None, None)
                 }
                 Backend::S3 {
@@ -108,6 +128,7 @@ impl Active {
                 fs_root,
                 s3,
                 auth,
+                put_engine,
             }));
         }
         Ok(Self { config, routes })

@@ -314,7 +314,7 @@ pub async fn via_fast(
     match result {
         Ok(bytes) => {
             if up.keep_alive && up.buffered.is_empty() {
-                app.raw.put(up.authority.clone(), up.stream);
+                app.raw.put(&up.authority, up.stream);
             }
             Ok(Relayed {
                 status,

@@ -7,9 +7,11 @@
 //!   (httparse) -> Upstream { status, headers, framing, socket, bytes read past the head }
 //!   body fully relayed and the engine allows keep-alive -> socket back to the pool
 //! ```
-//! It only speaks what a GET of a stored object needs: no request body, no
-//! 1xx, no upgrades. A pooled socket the engine closed meanwhile fails on first
-//! use; the request is then retried once on a new connection (GET is idempotent).
+//! It only speaks what a GET of a stored object and a spliced PUT
+//! (`upload::splice`) need: no chunked request bodies, no 1xx, no upgrades.
+//! A pooled socket the engine closed meanwhile fails on first use; the
+//! request is then retried once on a new connection (GET is idempotent; a
+//! PUT only when its whole body is still in hand).
 
 use std::collections::HashMap;
 use std::io;
@@ -17,7 +19,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures_util::FutureExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use crate::error::Reject;
@@ -64,39 +67,50 @@ pub struct RawPool {
 const MAX_IDLE_PER_AUTHORITY: usize = 32;
 
 impl RawPool {
-    /// An idle socket the engine has not closed meanwhile (a closed one reads EOF at once).
+    /// An idle socket the engine has not closed meanwhile. An idle socket has
+    /// nothing to read: one that reads EOF or bytes nobody asked for is dropped.
+    /// The reactor is asked first, which costs no system call; only a socket it
+    /// calls readable (closed, or readiness left from the last response) is
+    /// read to tell. A close it has not seen yet is caught by the callers' retry.
     fn take(&self, authority: &str) -> Option<TcpStream> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let free = idle.get_mut(authority)?;
         while let Some(s) = free.pop() {
+            if s.ready(Interest::READABLE).now_or_never().is_none() {
+                return Some(s);
+            }
             match s.try_read(&mut [0u8; 1]) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(s),
-                // EOF, an error, or bytes nobody asked for: not reusable.
                 _ => {}
             }
         }
         None
     }
 
-    pub fn put(&self, authority: String, stream: TcpStream) {
+    pub fn put(&self, authority: &str, stream: TcpStream) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let v = idle.entry(authority).or_default();
+        if !idle.contains_key(authority) {
+            idle.insert(authority.to_string(), Vec::new());
+        }
+        let Some(v) = idle.get_mut(authority) else {
+            return;
+        };
         if v.len() < MAX_IDLE_PER_AUTHORITY {
             v.push(stream);
         }
     }
 }
 
-/// Where a request goes: socket address parts, `host` header and request target.
-pub struct Dest<'a> {
-    host: &'a str,
+/// An engine's address: where to connect and what its `host` header says.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    host: String,
     port: u16,
     pub authority: String,
-    target: String,
 }
 
-impl<'a> Dest<'a> {
-    pub fn new(url: &'a url::Url) -> Result<Self, Reject> {
+impl Origin {
+    pub fn of(url: &url::Url) -> Result<Self, Reject> {
         let host = url
             .host_str()
             .ok_or_else(|| Reject::Storage(format!("{url}: no host")))?;
@@ -105,25 +119,26 @@ impl<'a> Dest<'a> {
             Some(p) => format!("{host}:{p}"),
             None => host.to_string(),
         };
-        let target = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        };
         Ok(Self {
-            host,
+            host: host.to_string(),
             port,
             authority,
-            target,
         })
     }
 
     /// The request head: request line, host, user-agent, `headers`, blank line.
-    pub fn head(&self, method: &str, headers: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut head = format!(
-            "{method} {} HTTP/1.1\r\nhost: {}\r\nuser-agent: sluice\r\n",
-            self.target, self.authority
-        )
-        .into_bytes();
+    pub fn head(&self, method: &str, target: &str, headers: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut head = Vec::with_capacity(256);
+        for part in [
+            method,
+            " ",
+            target,
+            " HTTP/1.1\r\nhost: ",
+            &self.authority,
+            "\r\nuser-agent: sluice\r\n",
+        ] {
+            head.extend_from_slice(part.as_bytes());
+        }
         for (k, v) in headers {
             head.extend_from_slice(k.as_bytes());
             head.extend_from_slice(b": ");
@@ -140,20 +155,27 @@ impl<'a> Dest<'a> {
         pool: &RawPool,
         fresh: bool,
         timeout: Duration,
-        what: &str,
     ) -> Result<(TcpStream, bool), Reject> {
         if !fresh && let Some(s) = pool.take(&self.authority) {
             return Ok((s, true));
         }
-        let s = tokio::time::timeout(timeout, TcpStream::connect((self.host, self.port)))
+        let s = tokio::time::timeout(timeout, TcpStream::connect((self.host.as_str(), self.port)))
             .await
-            .map_err(|_| Reject::BackendTimeout(format!("{what}: connect")))?
+            .map_err(|_| Reject::BackendTimeout(format!("connect to {}", self.authority)))?
             .map_err(|e| Reject::Backend {
                 status: None,
-                message: format!("{what}: connect: {e}"),
+                message: format!("connect to {}: {e}", self.authority),
             })?;
         let _ = s.set_nodelay(true);
         Ok((s, false))
+    }
+}
+
+/// The request target (path and query) of `url`.
+pub fn target(url: &url::Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
     }
 }
 
@@ -166,40 +188,40 @@ pub async fn request(
     connect_timeout: Duration,
     timeout: Duration,
 ) -> Result<Upstream, Reject> {
-    let dest = Dest::new(url)?;
-    let head = dest.head(method, headers);
-    let what = format!(
-        "{method} {}://{}{}",
-        url.scheme(),
-        dest.authority,
-        url.path()
-    );
+    let origin = Origin::of(url)?;
+    let head = origin.head(method, &target(url), headers);
+    let what = || {
+        format!(
+            "{method} {}://{}{}",
+            url.scheme(),
+            origin.authority,
+            url.path()
+        )
+    };
 
     for attempt in 0..2 {
-        let (mut stream, pooled) = dest
-            .connect(pool, attempt > 0, connect_timeout, &what)
-            .await?;
+        let (mut stream, pooled) = origin.connect(pool, attempt > 0, connect_timeout).await?;
         let exchange = async {
             stream.write_all(&head).await?;
             read_head(&mut stream, method == "HEAD").await
         };
         match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => return Err(Reject::BackendTimeout(what)),
-            Ok(Ok(head)) => return Ok(head.into_upstream(stream, dest.authority)),
+            Err(_) => return Err(Reject::BackendTimeout(what())),
+            Ok(Ok(head)) => return Ok(head.into_upstream(stream, origin.authority)),
             Ok(Err(e)) if pooled => {
-                tracing::debug!(error = %e, authority = %dest.authority, "pooled engine connection was stale; retrying");
+                tracing::debug!(error = %e, authority = %origin.authority, "pooled engine connection was stale; retrying");
             }
             Ok(Err(e)) => {
                 return Err(Reject::Backend {
                     status: None,
-                    message: format!("{what}: {e}"),
+                    message: format!("{}: {e}", what()),
                 });
             }
         }
     }
     Err(Reject::Backend {
         status: None,
-        message: format!("{what}: no usable connection"),
+        message: format!("{}: no usable connection", what()),
     })
 }
 

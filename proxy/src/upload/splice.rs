@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use super::{Stored, StoredObject, check_declared, verify_head};
 use crate::App;
 use crate::backend::http::encode_key;
-use crate::download::upstream::{self, Dest, Framing, Head};
+use crate::download::upstream::{self, Framing, Head, Origin};
 use crate::error::Reject;
 use crate::filters::{self, SNIFF_LEN};
 use crate::limits::{BodyError, Permit};
@@ -57,7 +57,8 @@ pub struct Plan {
     route: Arc<RouteRt>,
     key: String,
     declared: String,
-    url: url::Url,
+    /// The request target on the engine: `{path}/{key}`, percent-encoded.
+    target: String,
     len: u64,
     expect_continue: bool,
     _permit: Permit,
@@ -71,12 +72,14 @@ pub fn plan(app: &App, h: &PutHead<'_>, peer: SocketAddr) -> Option<Plan> {
     }
     let (route, prefix) = service::route_for(app, h.host, h.path).ok()?;
     let rules = &route.route.upload;
-    let Backend::Http {
-        url,
-        mode: HttpMode::Put,
-        spool: None,
-        ..
-    } = &route.route.backend
+    let (
+        Backend::Http {
+            mode: HttpMode::Put,
+            spool: None,
+            ..
+        },
+        Some(engine),
+    ) = (&route.route.backend, &route.put_engine)
     else {
         return None;
     };
@@ -89,14 +92,14 @@ pub fn plan(app: &App, h: &PutHead<'_>, peer: SocketAddr) -> Option<Plan> {
     let declared =
         super::declared_put_type(h.content_type.and_then(|c| std::str::from_utf8(c).ok()));
     check_declared(rules, name, &declared).ok()?;
-    let url = format!("{url}/{}", encode_key(&key)).parse().ok()?;
+    let target = format!("{}/{}", engine.path, encode_key(&key));
     let permit = app.limits.admit(peer.ip()).ok()?;
     Some(Plan {
         policy: route.route.policy.clone(),
         route,
         key,
         declared,
-        url,
+        target,
         len: h.len,
         expect_continue: h.expect_continue,
         _permit: permit,
@@ -172,14 +175,14 @@ pub async fn run(
             .map_err(failed(partial(&held)))?;
     }
 
-    let dest = Dest::new(&plan.url).map_err(failed(partial(&held)))?;
-    let what = format!(
-        "PUT {}://{}{}",
-        plan.url.scheme(),
-        dest.authority,
-        plan.url.path()
-    );
-    let mut out = request_head(&dest, &plan);
+    let Some(engine) = plan.route.put_engine.as_ref() else {
+        return Err(failed(partial(&held))(Reject::Storage(
+            "route without an engine address".into(),
+        )));
+    };
+    let origin = &engine.origin;
+    let what = || format!("PUT http://{}{}", origin.authority, plan.target);
+    let mut out = request_head(origin, &plan);
     out.extend_from_slice(&held);
     let rest = len - held.len() as u64;
     let timeout = app.remotes.timeout;
@@ -187,66 +190,58 @@ pub async fn run(
     // A body held whole can be sent again: a pooled socket the engine closed
     // just now gets one retry on a new connection.
     for attempt in 0..2 {
-        let (mut engine, pooled) = dest
-            .connect(&app.raw, attempt > 0, app.remotes.connect_timeout, &what)
+        let (mut engine, pooled) = origin
+            .connect(&app.raw, attempt > 0, app.remotes.connect_timeout)
             .await
             .map_err(failed(partial(&held)))?;
-        let sent = tokio::time::timeout(timeout, engine.write_all(&out)).await;
-        match sent {
+        match tokio::time::timeout(timeout, engine.write_all(&out)).await {
             Err(_) => {
                 return Err(failed(partial(&held))(Reject::BackendTimeout(format!(
-                    "{what}: the engine read nothing for {timeout:?}"
+                    "{}: the engine read nothing for {timeout:?}",
+                    what()
                 ))));
             }
             Ok(Err(_)) if pooled && rest == 0 => continue,
             Ok(Err(e)) => {
                 return Err(failed(partial(&held))(Reject::Backend {
                     status: None,
-                    message: format!("{what}: {e}"),
+                    message: format!("{}: {e}", what()),
                 }));
             }
             Ok(Ok(())) => {}
         }
         if rest > 0 {
-            splice_rest(
-                app,
-                stream,
-                &engine,
-                held.len() as u64,
-                rest,
-                started,
-                &what,
-            )
-            .await?;
+            let already = held.len() as u64;
+            splice_rest(app, stream, &engine, already, rest, started, &what).await?;
         }
         let answer = tokio::time::timeout(timeout, upstream::read_head(&mut engine, false)).await;
         let head = match answer {
             Err(_) => {
                 return Err(failed(Body::Read)(Reject::BackendTimeout(format!(
-                    "{what}: no answer within {timeout:?}"
+                    "{}: no answer within {timeout:?}",
+                    what()
                 ))));
             }
             Ok(Err(_)) if pooled && rest == 0 => continue,
             Ok(Err(e)) => {
                 return Err(failed(Body::Read)(Reject::Backend {
                     status: None,
-                    message: format!("{what}: {e}"),
+                    message: format!("{}: {e}", what()),
                 }));
             }
             Ok(Ok(h)) => h,
         };
         let status = head.status;
-        let stored = (200..300).contains(&status);
-        let snippet = String::from_utf8_lossy(&head.buffered[..head.buffered.len().min(512)])
-            .trim()
-            .to_string();
-        reuse(app, dest.authority.clone(), engine, head).await;
-        if !stored {
+        if !(200..300).contains(&status) {
+            let snippet = String::from_utf8_lossy(&head.buffered[..head.buffered.len().min(512)])
+                .trim()
+                .to_string();
             return Err(failed(Body::Read)(Reject::Backend {
                 status: Some(status),
-                message: format!("{what}: engine answered {status}: {snippet}"),
+                message: format!("{}: engine answered {status}: {snippet}", what()),
             }));
         }
+        reuse(app, &origin.authority, engine, head).await;
         let stored = Stored {
             objects: vec![StoredObject {
                 key: plan.key,
@@ -259,11 +254,11 @@ pub async fn run(
     }
     Err(failed(Body::Read)(Reject::Backend {
         status: None,
-        message: format!("{what}: no usable connection"),
+        message: format!("{}: no usable connection", what()),
     }))
 }
 
-fn request_head(dest: &Dest<'_>, plan: &Plan) -> Vec<u8> {
+fn request_head(origin: &Origin, plan: &Plan) -> Vec<u8> {
     let length = plan.len.to_string();
     let mut headers: Vec<(&str, &[u8])> = vec![
         ("content-type", plan.declared.as_bytes()),
@@ -272,7 +267,7 @@ fn request_head(dest: &Dest<'_>, plan: &Plan) -> Vec<u8> {
     if let Backend::Http { headers: extra, .. } = &plan.route.route.backend {
         headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
     }
-    dest.head("PUT", &headers)
+    origin.head("PUT", &plan.target, &headers)
 }
 
 /// Splices `rest` body bytes from the client to the engine; `already` were sent from user space.
@@ -283,7 +278,7 @@ async fn splice_rest(
     already: u64,
     rest: u64,
     started: Instant,
-    what: &str,
+    what: &(dyn Fn() -> String + Sync),
 ) -> Result<(), Failed> {
     let pace = app.settings.pace;
     let pipe = app
@@ -309,11 +304,13 @@ async fn splice_rest(
         Err(SpliceError::Read(e)) => Err(failed(Body::Partial)(client_error(e))),
         Err(SpliceError::Write(e)) if e.kind() == io::ErrorKind::TimedOut => {
             Err(failed(Body::Partial)(Reject::BackendTimeout(format!(
-                "{what}: the engine read nothing for {:?}",
+                "{}: the engine read nothing for {:?}",
+                what(),
                 app.remotes.timeout
             ))))
         }
         Err(SpliceError::Write(e)) => {
+            let what = what();
             // The engine stopped reading: it may have answered (a 4xx/5xx of its own).
             let why = early_answer(engine).await;
             Err(failed(Body::Partial)(Reject::Backend {
@@ -371,7 +368,7 @@ fn client_error(e: io::Error) -> Reject {
 const DRAIN_MAX: u64 = 64 * 1024;
 
 /// Pools the engine connection when its answer can be read to the end cheaply.
-async fn reuse(app: &App, authority: String, mut engine: TcpStream, mut head: Head) {
+async fn reuse(app: &App, authority: &str, mut engine: TcpStream, mut head: Head) {
     if !head.keep_alive {
         return;
     }
