@@ -104,7 +104,8 @@ async fn connection(
     app.metrics.connections_open.inc();
     let _open = OpenConn(app.clone());
     let _ = stream.set_nodelay(true);
-    let mut buf = BytesMut::with_capacity(4096);
+    // Room for a head and a small body (a 4 KiB PUT) in one read.
+    let mut buf = BytesMut::with_capacity(CONN_BUF);
     if app.settings.sendfile {
         let mut scratch = Vec::with_capacity(512);
         let mut first = true;
@@ -173,6 +174,9 @@ async fn connection(
     }
 }
 
+/// A connection's first read buffer, kept while it stays on the fast path.
+const CONN_BUF: usize = 8 * 1024;
+
 /// Largest read buffer hyper may grow for one HTTP/1 connection.
 const READ_BUF_MAX: usize = 64 * 1024;
 
@@ -219,8 +223,10 @@ async fn read_head(
                     settings.idle_timeout
                 }
         });
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
+        // Empty, it takes back its whole allocation (the previous request's
+        // bytes are gone), so this rarely allocates.
+        if buf.capacity() - buf.len() < 1024 || (buf.is_empty() && buf.capacity() < CONN_BUF) {
+            buf.reserve(CONN_BUF);
         }
         let was_empty = buf.is_empty();
         tokio::select! {
