@@ -161,7 +161,7 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(app.settings.header_timeout)
         // Body chunks are slices of hyper's read buffer, and every chunk still queued
-        // (multer, the backend pipe) pins the whole buffer it came from. hyper lets that
+        // (multipart parts, the backend pipe) pins the whole buffer it came from. hyper lets that
         // buffer grow to ~400 KiB on a fast upload; capped, an upload pins a few
         // READ_BUF_MAX at most, which is what keeps 64 concurrent uploads small.
         .max_buf_size(READ_BUF_MAX)

@@ -7,7 +7,8 @@
 //!   PUT:    client socket  --splice--> pipe (pooled) --splice--> engine socket
 //! ```
 //! This is the one module that talks to the kernel's zero-copy calls. rustix
-//! wraps both safely, so no `unsafe` is needed here at all.
+//! wraps both safely; the one `unsafe` block sets SO_RCVLOWAT, which no safe
+//! wrapper offers.
 //!
 //! The socket is non-blocking (tokio): we wait for writability, then let the
 //! kernel move as much as the socket buffer takes. A page-cache miss makes
@@ -152,22 +153,38 @@ pub async fn splice_exact(
     ends: Ends,
     mut progress: impl FnMut(u64) -> io::Result<()>,
 ) -> Result<u64, SpliceError> {
+    let mut lowat = Lowat::new(from);
+    let r = splice_loop(from, to, pipe, len, ends, &mut progress, &mut lowat).await;
+    lowat.reset();
+    r
+}
+
+async fn splice_loop(
+    from: &TcpStream,
+    to: &TcpStream,
+    pipe: &Pipe,
+    len: u64,
+    ends: Ends,
+    progress: &mut impl FnMut(u64) -> io::Result<()>,
+    lowat: &mut Lowat<'_>,
+) -> Result<u64, SpliceError> {
     let mut moved = 0u64;
     while moved < len {
+        lowat.want(len - moved);
         let want = usize::try_from(len - moved)
             .unwrap_or(pipe.capacity)
             .min(pipe.capacity);
         let filled = loop {
-            tokio::time::timeout(ends.read_idle, from.readable())
-                .await
-                .map_err(|_| {
-                    SpliceError::Read(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("{} stopped sending", ends.reader),
-                    ))
-                })?
-                .map_err(SpliceError::Read)?;
-            match from.try_io(Interest::READABLE, || {
+            // With a low-water mark, a slow sender is not an idle one: past the
+            // timeout, whatever has arrived is taken before calling it idle.
+            let idle = match tokio::time::timeout(ends.read_idle, from.readable()).await {
+                Ok(r) => {
+                    r.map_err(SpliceError::Read)?;
+                    false
+                }
+                Err(_) => true,
+            };
+            let fill = || {
                 rustix::pipe::splice(
                     from,
                     None,
@@ -177,7 +194,15 @@ pub async fn splice_exact(
                     SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
                 )
                 .map_err(io::Error::from)
-            }) {
+            };
+            // Past the timeout the reactor may not call the socket readable
+            // (fewer bytes than the low-water mark): ask the kernel itself.
+            let got = if idle {
+                fill()
+            } else {
+                from.try_io(Interest::READABLE, fill)
+            };
+            match got {
                 Ok(0) => {
                     return Err(SpliceError::Read(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -185,6 +210,12 @@ pub async fn splice_exact(
                     )));
                 }
                 Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && idle => {
+                    return Err(SpliceError::Read(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("{} stopped sending", ends.reader),
+                    )));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(SpliceError::Read(e)),
             }
@@ -225,6 +256,60 @@ pub async fn splice_exact(
         moved += filled as u64;
     }
     Ok(moved)
+}
+
+/// Bytes a socket should hold before a splice is worth a wakeup.
+const LOWAT: usize = 256 * 1024;
+
+/// SO_RCVLOWAT on the socket a splice reads: epoll reports it readable only
+/// once `LOWAT` bytes are queued (or fewer when that is all that is left, or at
+/// EOF), so a fast sender's bytes move in a few large splices rather than many
+/// small ones, each a wakeup and two system calls. Reset to 1 afterwards: the
+/// socket goes on to carry requests (keep-alive, the engine pool).
+struct Lowat<'a> {
+    socket: &'a TcpStream,
+    set: usize,
+}
+
+impl<'a> Lowat<'a> {
+    fn new(socket: &'a TcpStream) -> Self {
+        Self { socket, set: 1 }
+    }
+
+    fn want(&mut self, left: u64) {
+        let n = usize::try_from(left).unwrap_or(LOWAT).clamp(1, LOWAT);
+        if n != self.set && set_rcvlowat(self.socket, n).is_ok() {
+            self.set = n;
+        }
+    }
+
+    fn reset(&mut self) {
+        if self.set != 1 && set_rcvlowat(self.socket, 1).is_ok() {
+            self.set = 1;
+        }
+    }
+}
+
+fn set_rcvlowat(socket: &TcpStream, n: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
+    // rustix and socket2 have no SO_RCVLOWAT setter, hence libc.
+    // SAFETY: the fd is an open socket borrowed for the whole call; `v` outlives
+    // the call and the length passed is exactly its size.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]

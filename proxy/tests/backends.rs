@@ -386,6 +386,53 @@ fn raw_put_cut_by_the_client_leaves_nothing() {
     assert_eq!(p.metric(r#"sluice_uploads_total{path="splice"}"#), 0.0);
 }
 
+/// The spliced PUT waits for a low-water mark of bytes before it wakes; a
+/// client that trickles below it, each pause under the idle timeout, is slow,
+/// not idle, and its upload is stored. One that stops is cut after the timeout.
+#[test]
+fn raw_put_trickle_is_slow_not_idle() {
+    let engine = engines::nginx();
+    let p = Proxy::start(
+        Some(&dav_policies(&engine)),
+        &["--idle-timeout", "1s", "--min-upload-rate", "0"],
+    );
+    let data = random_bytes(8192 + 8 * 7000, 13);
+    let mut raw = Raw::connect(p.addr);
+    raw.send(
+        format!(
+            "PUT /raw/trickle.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            data.len()
+        )
+        .as_bytes(),
+    );
+    raw.send(&data[..8192]);
+    for piece in data[8192..].chunks(7000) {
+        std::thread::sleep(Duration::from_millis(400));
+        raw.send(piece);
+    }
+    let r = raw.read_response();
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        p.wait_access("PUT", "/raw/trickle.bin", 201)["via"],
+        "splice"
+    );
+    assert!(
+        std::fs::read(engine.root.join("store/trickle.bin")).expect("stored on nginx") == data,
+        "trickled bytes differ"
+    );
+
+    // Stops after the sniff window and a little more: cut, nothing stored.
+    let mut raw = Raw::connect(p.addr);
+    raw.send(b"PUT /raw/stopped.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
+    raw.send(&data[..20_000]);
+    let line = p.wait_access("PUT", "/raw/stopped.bin", 408);
+    assert_eq!(line["rule"], "too_slow");
+    assert_eq!(
+        files_under(&engine.root),
+        vec!["store/trickle.bin".to_string()]
+    );
+}
+
 /// `--backend-timeout` is for the engine's answer once the body is sent, and
 /// for the engine not reading: an upload that simply takes longer is fine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! Uploads: multipart/form-data POST and raw PUT, filtered as they stream.
 //!
 //! ```text
-//!   body -> Paced (idle, min rate) -> Metered (framing budget) -> multer
+//!   body -> Paced (idle, min rate) -> multipart::Multipart (zero-copy parts,
+//!           framing bounded) or the raw PUT body
 //!        -> per file part: name/extension/declared type checks
 //!           -> first SNIFF_LEN bytes held, sniffed, checked (verify_content)
 //!           -> size counted mid-stream -> backend Part (pipe -> fs | http | s3)
@@ -10,15 +11,10 @@
 //!   unlinked, engine requests aborted mid-body, S3 uploads aborted)
 //! ```
 //! A request stores all of its files or none: a 4xx never leaves some of
-//! them behind. multer buffers part headers and any preamble until it finds
-//! their end, without a limit of its own; `Metered` bounds that buffer by
-//! refusing to feed multer more than FRAMING_BUDGET bytes ahead of what it
-//! has handed back as field data.
+//! them behind. Raw PUTs to an http engine skip hyper and user space past
+//! the sniff window: see `splice`.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -31,10 +27,12 @@ use crate::error::Reject;
 use crate::filters::{self, SNIFF_LEN};
 use crate::limits::BodyError;
 use crate::runtime::RouteRt;
+use multipart::{Multipart, MultipartError};
 
+pub mod multipart;
 pub mod splice;
 
-/// multer may hold this much framing (part headers, boundaries, preamble) beyond what it returned as data.
+/// Largest part header block, and largest preamble.
 pub const FRAMING_BUDGET: u64 = 64 * 1024;
 /// Extra framing allowance per part seen: headers of a well-formed part are a few hundred bytes.
 pub const FRAMING_PER_PART: u64 = 8 * 1024;
@@ -101,8 +99,8 @@ where
     S: Stream<Item = Result<Bytes, BodyError>> + Send + Unpin + 'static,
 {
     let rules = &ctx.route.route.upload;
-    let boundary = multer::parse_boundary(content_type)
-        .map_err(|_| Reject::UnsupportedMediaType(content_type.to_string()))?;
+    let boundary = multipart::boundary(content_type)
+        .ok_or_else(|| Reject::UnsupportedMediaType(content_type.to_string()))?;
     let dir = match dir.trim_end_matches('/') {
         "" => String::new(),
         d => format!(
@@ -111,45 +109,27 @@ where
         ),
     };
 
-    let meter = Arc::new(Meter::default());
-    let metered = Metered {
-        inner: body,
-        meter: meter.clone(),
-        stalled_at: None,
-    };
     let limit = multipart_limit(rules);
-    let constraints = multer::Constraints::new().size_limit(
-        multer::SizeLimit::new()
-            .whole_stream(limit)
-            // Backstop only: file parts are counted below with the rule's own error.
-            .per_field(rules.max_file_size.max(MAX_FIELD_BYTES).saturating_add(1)),
-    );
-    let mut mp = multer::Multipart::with_constraints(metered, boundary, constraints);
+    let mut mp = Multipart::new(body, &boundary, FRAMING_BUDGET as usize, limit);
+    let fail = |e: MultipartError<BodyError>| match e {
+        MultipartError::Malformed(m) => Reject::MalformedMultipart(m.to_string()),
+        MultipartError::FramingTooLarge(_) => Reject::PartHeadersTooLarge {
+            limit: FRAMING_BUDGET,
+        },
+        MultipartError::TooLarge(_) => Reject::RequestTooLarge { limit },
+        MultipartError::Body(b) => Reject::from(b),
+    };
 
     let mut staged: Vec<(Staged, StoredObject)> = Vec::new();
     let mut fields = 0u32;
-    loop {
-        let field = match mp.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => return Err(from_multer(e, rules, limit)),
-        };
-        meter.credit.fetch_add(FRAMING_PER_PART, Ordering::Relaxed);
-        let mut field = field;
-        let Some(raw_name) = field.file_name().map(str::to_string) else {
+    while let Some(head) = mp.next_part().await.map_err(fail)? {
+        let Some(raw_name) = head.filename else {
             fields += 1;
             if fields > MAX_FIELDS {
                 return Err(Reject::TooManyFields { limit: MAX_FIELDS });
             }
             let mut n = 0u64;
-            while let Some(chunk) = field
-                .chunk()
-                .await
-                .map_err(|e| from_multer(e, rules, limit))?
-            {
-                meter
-                    .credit
-                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            while let Some(chunk) = mp.chunk().await.map_err(fail)? {
                 n += chunk.len() as u64;
                 if n > MAX_FIELD_BYTES {
                     return Err(Reject::FieldTooLarge {
@@ -167,10 +147,7 @@ where
         let name = filters::sanitize_filename(&raw_name)
             .ok_or_else(|| Reject::InvalidFilename(raw_name.clone()))?;
         // RFC 7578: a part without Content-Type is text/plain.
-        let declared = field
-            .content_type()
-            .map(|m| m.essence_str().to_ascii_lowercase())
-            .unwrap_or_else(|| "text/plain".into());
+        let declared = head.content_type.unwrap_or_else(|| "text/plain".into());
         let key = match rules.naming {
             Naming::Original => format!("{dir}{name}"),
             Naming::Uuid => match filters::extension(&name) {
@@ -180,12 +157,14 @@ where
         };
         check_declared(rules, &name, &declared)?;
         let mut part = open(ctx, &key, &declared, None)?;
-        let mut chunks = (&mut field).map(|r| {
-            r.inspect(|c| {
-                meter.credit.fetch_add(c.len() as u64, Ordering::Relaxed);
-            })
-            .map_err(|e| from_multer(e, rules, limit))
+        let chunks = futures_util::stream::unfold(&mut mp, |mp| async {
+            match mp.chunk().await {
+                Ok(Some(b)) => Some((Ok(b), mp)),
+                Ok(None) => None,
+                Err(e) => Some((Err(fail(e)), mp)),
+            }
         });
+        let mut chunks = std::pin::pin!(chunks);
         pump(&mut chunks, rules, &declared, &mut part).await?;
         staged.push(finish(part, key, declared).await?);
     }
@@ -340,80 +319,4 @@ fn commit(staged: Vec<(Staged, StoredObject)>) -> Result<Stored, Reject> {
         objects.push(obj);
     }
     Ok(Stored { objects })
-}
-
-fn from_multer(e: multer::Error, rules: &UploadRules, limit: u64) -> Reject {
-    match e {
-        multer::Error::FieldSizeExceeded { .. } => Reject::FileTooLarge {
-            limit: rules.max_file_size,
-        },
-        multer::Error::StreamSizeExceeded { .. } => Reject::RequestTooLarge { limit },
-        multer::Error::StreamReadFailed(inner) => match inner.downcast::<MeterError>() {
-            Ok(m) => match *m {
-                MeterError::Framing => Reject::PartHeadersTooLarge {
-                    limit: FRAMING_BUDGET,
-                },
-                MeterError::Body(b) => Reject::from(b),
-            },
-            Err(other) => Reject::ClientAborted(other.to_string()),
-        },
-        other => Reject::MalformedMultipart(other.to_string()),
-    }
-}
-
-#[derive(Default)]
-struct Meter {
-    fed: AtomicU64,
-    /// Bytes multer has handed back as field data, plus per-part framing allowances.
-    credit: AtomicU64,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum MeterError {
-    #[error("multipart framing exceeds the budget")]
-    Framing,
-    #[error(transparent)]
-    Body(BodyError),
-}
-
-/// Counts what goes into multer and bounds what it holds.
-///
-/// multer's `poll_stream` drains every ready chunk into its buffer before
-/// parsing. Past the budget we answer Pending (waking ourselves at once), which
-/// makes multer parse what it has: field data then flows out and earns credit.
-/// If multer is still over budget with no new credit, it is stuck on framing
-/// (a huge part header or preamble): that is an error, not more buffering.
-struct Metered<S> {
-    inner: S,
-    meter: Arc<Meter>,
-    stalled_at: Option<u64>,
-}
-
-impl<S> Stream for Metered<S>
-where
-    S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
-{
-    type Item = Result<Bytes, MeterError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let fed = self.meter.fed.load(Ordering::Relaxed);
-        let credit = self.meter.credit.load(Ordering::Relaxed);
-        if fed.saturating_sub(credit) > FRAMING_BUDGET {
-            if self.stalled_at == Some(credit) {
-                return Poll::Ready(Some(Err(MeterError::Framing)));
-            }
-            self.stalled_at = Some(credit);
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(b))) => {
-                self.meter.fed.fetch_add(b.len() as u64, Ordering::Relaxed);
-                Poll::Ready(Some(Ok(b)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(MeterError::Body(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
 }
