@@ -1,9 +1,10 @@
 //! sluice-proxy: the data plane of sluice.
 //!
 //! ```text
-//!   client --TCP--> server (listener; sendfile fast path for plain GET/HEAD)
+//!   client --TCP--> server (listener; fast path: GET/HEAD by sendfile or splice,
+//!                     |                 PUT to an http engine by splice)
 //!                     \--> hyper --> service (route, auth, method)
-//!                                      |-- upload:   multer -> filters -> backend pipe
+//!                                      |-- upload:   multipart -> filters -> backend pipe
 //!                                      \-- download: semantics -> file body
 //!   admin port --> /metrics /healthz /readyz
 //!   runtime: the current ProxyConfig, swapped atomically on reload
