@@ -12,7 +12,8 @@
 //!     haproxy: mode http, option splice-auto
 //! ```
 //! Same worker budget for all: sluice's tokio runtime has one worker thread per
-//! core (2 here), nginx gets `worker_processes 2`, HAProxy `nbthread 2`.
+//! core (2 here), nginx gets `worker_processes 2`, HAProxy `nbthread 2`. No
+//! access logs anywhere (sluice `--no-access-log`, nginx `access_log off`).
 
 use std::fs;
 use std::net::TcpStream;
@@ -243,11 +244,13 @@ impl Running {
                 // 64 concurrent uploads come from one address (the default cap is 64);
                 // a 4 GiB upload's answer comes after its body, past the default 60 s
                 // on a busy machine.
+                // No access log, as nginx (`access_log off`) and HAProxy (no `log`) run here.
                 &[
                     "--max-transfers-per-client",
                     "256",
                     "--backend-timeout",
                     "600s",
+                    "--no-access-log",
                 ],
             )?;
             return Ok(Running::Sluice {
