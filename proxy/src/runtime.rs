@@ -32,7 +32,7 @@ pub struct RouteRt {
     pub s3: Option<Arc<S3Target>>,
     pub auth: Option<Authenticator>,
     /// For http backends in put mode: where spliced PUTs go (`upload::splice`).
-    pub put_engine: Option<PutEngine>,
+    pub put_engine: Option<Arc<PutEngine>>,
 }
 
 /// An http backend's upload URL, parsed once: objects go to `{path}/{key}` on `origin`.
@@ -88,10 +88,10 @@ impl Active {
                         && u.query().is_none()
                         && let Ok(origin) = Origin::of(&u)
                     {
-                        put_engine = Some(PutEngine {
+                        put_engine = Some(Arc::new(PutEngine {
                             origin,
                             path: u.path().trim_end_matches('/').to_string(),
-                        });
+                        }));
                     }
                     (None, None)
                 }

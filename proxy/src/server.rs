@@ -448,7 +448,7 @@ async fn serve_put(
     plan: upload::splice::Plan,
 ) -> bool {
     let started = Instant::now();
-    let policy = plan.policy.clone();
+    let policy = plan.policy().to_string();
     let (status, bytes, rule, keep, via) = match upload::splice::run(app, stream, buf, plan).await {
         Ok((stored, spliced)) => {
             let body = service::stored(app, &stored, if spliced { "splice" } else { "copy" });

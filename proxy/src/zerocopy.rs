@@ -154,20 +154,6 @@ pub async fn splice_exact(
     mut progress: impl FnMut(u64) -> io::Result<()>,
 ) -> Result<u64, SpliceError> {
     let mut lowat = Lowat::new(from);
-    let r = splice_loop(from, to, pipe, len, ends, &mut progress, &mut lowat).await;
-    lowat.reset();
-    r
-}
-
-async fn splice_loop(
-    from: &TcpStream,
-    to: &TcpStream,
-    pipe: &Pipe,
-    len: u64,
-    ends: Ends,
-    progress: &mut impl FnMut(u64) -> io::Result<()>,
-    lowat: &mut Lowat<'_>,
-) -> Result<u64, SpliceError> {
     let mut moved = 0u64;
     while moved < len {
         lowat.want(len - moved);
@@ -264,7 +250,7 @@ const LOWAT: usize = 256 * 1024;
 /// SO_RCVLOWAT on the socket a splice reads: epoll reports it readable only
 /// once `LOWAT` bytes are queued (or fewer when that is all that is left, or at
 /// EOF), so a fast sender's bytes move in a few large splices rather than many
-/// small ones, each a wakeup and two system calls. Reset to 1 afterwards: the
+/// small ones, each a wakeup and two system calls. Reset to 1 when dropped: the
 /// socket goes on to carry requests (keep-alive, the engine pool).
 struct Lowat<'a> {
     socket: &'a TcpStream,
@@ -282,10 +268,13 @@ impl<'a> Lowat<'a> {
             self.set = n;
         }
     }
+}
 
-    fn reset(&mut self) {
-        if self.set != 1 && set_rcvlowat(self.socket, 1).is_ok() {
-            self.set = 1;
+impl Drop for Lowat<'_> {
+    /// Also when the splice's future is dropped halfway.
+    fn drop(&mut self) {
+        if self.set != 1 {
+            let _ = set_rcvlowat(self.socket, 1);
         }
     }
 }

@@ -89,14 +89,12 @@ impl RawPool {
 
     pub fn put(&self, authority: &str, stream: TcpStream) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if !idle.contains_key(authority) {
-            idle.insert(authority.to_string(), Vec::new());
-        }
-        let Some(v) = idle.get_mut(authority) else {
-            return;
-        };
-        if v.len() < MAX_IDLE_PER_AUTHORITY {
-            v.push(stream);
+        match idle.get_mut(authority) {
+            Some(v) if v.len() < MAX_IDLE_PER_AUTHORITY => v.push(stream),
+            Some(_) => {}
+            None => {
+                idle.insert(authority.to_string(), vec![stream]);
+            }
         }
     }
 }

@@ -36,7 +36,7 @@ use crate::download::upstream::{self, Framing, Head, Origin};
 use crate::error::Reject;
 use crate::filters::{self, SNIFF_LEN};
 use crate::limits::{BodyError, Permit};
-use crate::runtime::RouteRt;
+use crate::runtime::{PutEngine, RouteRt};
 use crate::service;
 use crate::zerocopy::{Ends, SpliceError};
 
@@ -53,8 +53,8 @@ pub struct PutHead<'a> {
 
 /// A PUT the fast path takes: every check that needs no body byte has passed.
 pub struct Plan {
-    pub policy: String,
     route: Arc<RouteRt>,
+    engine: Arc<PutEngine>,
     key: String,
     declared: String,
     /// The request target on the engine: `{path}/{key}`, percent-encoded.
@@ -95,7 +95,7 @@ pub fn plan(app: &App, h: &PutHead<'_>, peer: SocketAddr) -> Option<Plan> {
     let target = format!("{}/{}", engine.path, encode_key(&key));
     let permit = app.limits.admit(peer.ip()).ok()?;
     Some(Plan {
-        policy: route.route.policy.clone(),
+        engine: engine.clone(),
         route,
         key,
         declared,
@@ -104,6 +104,12 @@ pub fn plan(app: &App, h: &PutHead<'_>, peer: SocketAddr) -> Option<Plan> {
         expect_continue: h.expect_continue,
         _permit: permit,
     })
+}
+
+impl Plan {
+    pub fn policy(&self) -> &str {
+        &self.route.route.policy
+    }
 }
 
 /// How far the client's body got when a PUT failed.
@@ -175,12 +181,7 @@ pub async fn run(
             .map_err(failed(partial(&held)))?;
     }
 
-    let Some(engine) = plan.route.put_engine.as_ref() else {
-        return Err(failed(partial(&held))(Reject::Storage(
-            "route without an engine address".into(),
-        )));
-    };
-    let origin = &engine.origin;
+    let origin = &plan.engine.origin;
     let what = || format!("PUT http://{}{}", origin.authority, plan.target);
     let mut out = request_head(origin, &plan);
     out.extend_from_slice(&held);
@@ -212,7 +213,7 @@ pub async fn run(
         }
         if rest > 0 {
             let already = held.len() as u64;
-            splice_rest(app, stream, &engine, already, rest, started, &what).await?;
+            splice_rest(app, stream, &mut engine, already, rest, started, &what).await?;
         }
         let answer = tokio::time::timeout(timeout, upstream::read_head(&mut engine, false)).await;
         let head = match answer {
@@ -233,12 +234,9 @@ pub async fn run(
         };
         let status = head.status;
         if !(200..300).contains(&status) {
-            let snippet = String::from_utf8_lossy(&head.buffered[..head.buffered.len().min(512)])
-                .trim()
-                .to_string();
             return Err(failed(Body::Read)(Reject::Backend {
                 status: Some(status),
-                message: format!("{}: engine answered {status}: {snippet}", what()),
+                message: format!("{}: engine answered {status}: {}", what(), snippet(&head)),
             }));
         }
         reuse(app, &origin.authority, engine, head).await;
@@ -274,7 +272,7 @@ fn request_head(origin: &Origin, plan: &Plan) -> Vec<u8> {
 async fn splice_rest(
     app: &App,
     client: &TcpStream,
-    engine: &TcpStream,
+    engine: &mut TcpStream,
     already: u64,
     rest: u64,
     started: Instant,
@@ -296,7 +294,7 @@ async fn splice_rest(
         pace.check(already + n, started.elapsed())
             .map_err(io::Error::other)
     };
-    match crate::zerocopy::splice_exact(client, engine, &pipe, rest, ends, progress).await {
+    match crate::zerocopy::splice_exact(client, &*engine, &pipe, rest, ends, progress).await {
         Ok(_) => {
             app.pipes.put(pipe);
             Ok(())
@@ -310,48 +308,36 @@ async fn splice_rest(
             ))))
         }
         Err(SpliceError::Write(e)) => {
-            let what = what();
             // The engine stopped reading: it may have answered (a 4xx/5xx of its own).
-            let why = early_answer(engine).await;
-            Err(failed(Body::Partial)(Reject::Backend {
-                status: why.as_ref().map(|(s, _)| *s),
-                message: match why {
-                    Some((s, snippet)) => {
-                        format!(
-                            "{what}: engine answered {s} before the body was complete: {snippet}"
-                        )
-                    }
-                    None => format!("{what}: {e}"),
+            let early = tokio::time::timeout(
+                Duration::from_millis(200),
+                upstream::read_head(engine, false),
+            )
+            .await;
+            Err(failed(Body::Partial)(match early {
+                Ok(Ok(head)) => Reject::Backend {
+                    status: Some(head.status),
+                    message: format!(
+                        "{}: engine answered {} before the body was complete: {}",
+                        what(),
+                        head.status,
+                        snippet(&head)
+                    ),
+                },
+                _ => Reject::Backend {
+                    status: None,
+                    message: format!("{}: {e}", what()),
                 },
             }))
         }
     }
 }
 
-/// An answer the engine sent before closing, if one is already there.
-async fn early_answer(engine: &TcpStream) -> Option<(u16, String)> {
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_millis(200), async {
-        loop {
-            engine.readable().await.ok()?;
-            match engine.try_read(&mut buf) {
-                Ok(n) => return Some(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return None,
-            }
-        }
-    })
-    .await
-    .ok()??;
-    let mut hs = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut hs);
-    let body_at = match resp.parse(&buf[..n]).ok()? {
-        httparse::Status::Complete(at) => at,
-        httparse::Status::Partial => n,
-    };
-    let status = resp.code?;
-    let snippet = String::from_utf8_lossy(&buf[body_at..n]).trim().to_string();
-    Some((status, snippet))
+/// The start of an engine's answer body, for error messages.
+fn snippet(head: &Head) -> String {
+    String::from_utf8_lossy(&head.buffered[..head.buffered.len().min(512)])
+        .trim()
+        .to_string()
 }
 
 fn client_error(e: io::Error) -> Reject {
