@@ -494,8 +494,7 @@ mod tests {
         ]
     }
 
-    /// Feeds `chunks` and gathers parts; also checks no data byte was copied
-    /// when `zero_copy` (every Data slice points into one of the chunks).
+    /// Feeds `chunks` and gathers each part's head and data (the preamble dropped).
     fn run(chunks: &[Bytes]) -> Result<Vec<(PartHead, Vec<u8>)>, Bad> {
         let mut s = Scanner::new(B, 1024);
         let mut events = Vec::new();
