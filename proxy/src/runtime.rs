@@ -31,12 +31,14 @@ pub struct RouteRt {
     /// For s3 backends: bucket and credentials, ready to sign.
     pub s3: Option<Arc<S3Target>>,
     pub auth: Option<Authenticator>,
-    /// For http backends in put mode: where spliced PUTs go (`upload::splice`).
-    pub put_engine: Option<Arc<PutEngine>>,
+    /// For http backends: where the fast path sends uploads (`upload::splice`, `upload::form`).
+    pub engine: Option<Arc<Engine>>,
 }
 
-/// An http backend's upload URL, parsed once: objects go to `{path}/{key}` on `origin`.
-pub struct PutEngine {
+/// An http backend's upload URL, parsed once. Put mode: objects go to
+/// `{path}/{key}` on `origin`. Multipart mode: every file is a POST to `path`
+/// (the URL's path and query, as given).
+pub struct Engine {
     pub origin: Origin,
     pub path: String,
 }
@@ -52,7 +54,7 @@ impl Active {
     pub fn build(config: ProxyConfig, data_dir: &Path) -> Result<Self, String> {
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
-            let mut put_engine = None;
+            let mut engine = None;
             let (fs_root, s3) = match &r.backend {
                 Backend::Fs { root } => {
                     // Drop "." components: create_dir_all refuses a path ending in one.
@@ -83,15 +85,23 @@ impl Active {
                         .map_err(|e| format!("{}: backend.http.url: {e}", r.policy))?;
                     check_plain_http(download_url)
                         .map_err(|e| format!("{}: backend.http.downloadUrl: {e}", r.policy))?;
-                    if *mode == sluice_policy::HttpMode::Put
-                        && let Ok(u) = url.parse::<url::Url>()
-                        && u.query().is_none()
+                    if let Ok(u) = url.parse::<url::Url>()
                         && let Ok(origin) = Origin::of(&u)
                     {
-                        put_engine = Some(Arc::new(PutEngine {
-                            origin,
-                            path: u.path().trim_end_matches('/').to_string(),
-                        }));
+                        let path = match (mode, u.query()) {
+                            (sluice_policy::HttpMode::Put, None) => {
+                                Some(u.path().trim_end_matches('/').to_string())
+                            }
+                            // `{url}/{key}` would land in the query: hyper's path keeps that.
+                            (sluice_policy::HttpMode::Put, Some(_)) => None,
+                            (sluice_policy::HttpMode::Multipart, None) => {
+                                Some(u.path().to_string())
+                            }
+                            (sluice_policy::HttpMode::Multipart, Some(q)) => {
+                                Some(format!("{}?{q}", u.path()))
+                            }
+                        };
+                        engine = path.map(|path| Arc::new(Engine { origin, path }));
                     }
                     (None, None)
                 }
@@ -128,7 +138,7 @@ impl Active {
                 fs_root,
                 s3,
                 auth,
-                put_engine,
+                engine,
             }));
         }
         Ok(Self { config, routes })

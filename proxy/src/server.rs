@@ -8,8 +8,11 @@
 //!     PUT, HTTP/1.1, Content-Length, a route upload::splice takes
 //!                                              -> fast path: sniff window, then
 //!                                                 splice(2) to the engine
+//!     POST, HTTP/1.1, Content-Length, multipart, a route upload::form takes
+//!                                              -> fast path: framing peeked and
+//!                                                 parsed, file data spliced
 //!     then the next head (keep-alive)
-//!     anything else (POST, chunked PUT, HTTP/1.0, h2c preface, odd requests)
+//!     anything else (other POSTs, chunked PUT, HTTP/1.0, h2c preface, odd requests)
 //!       -> hyper (HTTP/1.1 and HTTP/2) with the bytes already read, for the
 //!          rest of the connection's life
 //! ```
@@ -41,7 +44,7 @@ use crate::metrics::PathLabels;
 use crate::service::{self, Done};
 use crate::upload::{
     self,
-    splice::{Body as BodyRead, Failed, PutHead},
+    splice::{Body as BodyRead, Failed, UploadHead},
 };
 use crate::zerocopy;
 use sluice_policy::Backend;
@@ -124,8 +127,8 @@ async fn connection(
                     let Some(req) = FastReq::parse(&buf[..n]) else {
                         break;
                     };
-                    let keep = if let Some((len, expect_continue)) = req.put {
-                        let head = PutHead {
+                    let keep = if let Some((len, expect_continue)) = req.upload {
+                        let head = UploadHead {
                             path: &req.path,
                             host: req.host.as_deref(),
                             authorization: req.authorization.as_deref(),
@@ -135,11 +138,17 @@ async fn connection(
                             expect_continue,
                         };
                         // Not for this path (or refused): hyper reads the head again.
-                        let Some(plan) = upload::splice::plan(&app, &head, peer) else {
+                        let plan = if req.method == "PUT" {
+                            upload::splice::plan(&app, &head, peer).map(Upload::Put)
+                        } else {
+                            upload::form::plan(&app, &head, peer).map(Upload::Post)
+                        };
+                        let Some(plan) = plan else {
                             break;
                         };
                         buf.advance(n);
-                        serve_put(&app, &mut stream, &mut buf, &mut scratch, peer, &req, plan).await
+                        serve_upload(&app, &mut stream, &mut buf, &mut scratch, peer, &req, plan)
+                            .await
                     } else {
                         buf.advance(n);
                         serve_fast(&app, &mut stream, &mut scratch, peer, req).await
@@ -247,8 +256,9 @@ async fn read_head(
 /// The parts of a request head the fast path needs, copied out of the read buffer.
 struct FastReq {
     head: bool,
-    /// A PUT with a Content-Length: the body's length and whether it waits for `100 Continue`.
-    put: Option<(u64, bool)>,
+    /// A PUT or POST with a Content-Length: the body's length and whether it
+    /// waits for `100 Continue`.
+    upload: Option<(u64, bool)>,
     content_type: Option<Vec<u8>>,
     method: &'static str,
     path: String,
@@ -265,8 +275,8 @@ struct FastReq {
 }
 
 impl FastReq {
-    /// None when hyper should serve it: not GET/HEAD/PUT, not HTTP/1.1, a GET
-    /// with a body, a PUT without Content-Length, an upgrade.
+    /// None when hyper should serve it: not GET/HEAD/PUT/POST, not HTTP/1.1, a
+    /// GET with a body, a PUT or POST without Content-Length, an upgrade.
     fn parse(bytes: &[u8]) -> Option<Self> {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
@@ -278,9 +288,10 @@ impl FastReq {
             "GET" => (false, "GET"),
             "HEAD" => (true, "HEAD"),
             "PUT" => (false, "PUT"),
+            "POST" => (false, "POST"),
             _ => return None,
         };
-        let is_put = method == "PUT";
+        let is_put = matches!(method, "PUT" | "POST");
         let mut length = None;
         let mut expect_continue = false;
         let target = req.path?;
@@ -290,7 +301,7 @@ impl FastReq {
         let path = target.split('?').next().unwrap_or(target).to_string();
         let mut r = FastReq {
             head,
-            put: None,
+            upload: None,
             content_type: None,
             method,
             path,
@@ -350,7 +361,7 @@ impl FastReq {
             }
         }
         if is_put {
-            r.put = Some((length?, expect_continue));
+            r.upload = Some((length?, expect_continue));
         }
         Some(r)
     }
@@ -437,19 +448,35 @@ async fn serve_fast(
     keep
 }
 
-/// A PUT on the fast path (see `upload::splice`); false when the connection must close.
-async fn serve_put(
+/// An upload the fast path takes.
+enum Upload {
+    Put(upload::splice::Plan),
+    Post(upload::form::Plan),
+}
+
+/// An upload on the fast path (see `upload::splice`, `upload::form`); false
+/// when the connection must close.
+async fn serve_upload(
     app: &App,
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     scratch: &mut Vec<u8>,
     peer: SocketAddr,
     req: &FastReq,
-    plan: upload::splice::Plan,
+    plan: Upload,
 ) -> bool {
     let started = Instant::now();
-    let policy = plan.policy().to_string();
-    let (status, bytes, rule, keep, via) = match upload::splice::run(app, stream, buf, plan).await {
+    let (policy, ran) = match plan {
+        Upload::Put(p) => (
+            p.policy().to_string(),
+            upload::splice::run(app, stream, buf, p).await,
+        ),
+        Upload::Post(p) => (
+            p.policy().to_string(),
+            upload::form::run(app, stream, buf, p).await,
+        ),
+    };
+    let (status, bytes, rule, keep, via) = match ran {
         Ok((stored, spliced)) => {
             let body = service::stored(app, &stored, if spliced { "splice" } else { "copy" });
             scratch.clear();
@@ -481,7 +508,7 @@ async fn serve_put(
     service::record(
         app,
         Done {
-            method: "PUT",
+            method: req.method,
             path: &req.path,
             policy: &policy,
             status,
@@ -651,7 +678,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fast_path_takes_plain_gets_only() {
+    fn fast_path_takes_plain_gets_and_sized_uploads_only() {
         let r = FastReq::parse(b"GET /files/a?x=1 HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\n\r\n")
             .unwrap();
         assert_eq!(r.path, "/files/a");
@@ -667,11 +694,18 @@ mod tests {
             b"PUT /f/a.bin HTTP/1.1\r\nContent-Length: 7\r\nExpect: 100-continue\r\nContent-Type: image/png\r\n\r\n",
         )
         .unwrap();
-        assert_eq!(put.put, Some((7, true)));
+        assert_eq!(put.upload, Some((7, true)));
         assert_eq!(put.content_type.as_deref(), Some(&b"image/png"[..]));
+        let post = FastReq::parse(
+            b"POST /f/ HTTP/1.1\r\nContent-Length: 9\r\nContent-Type: multipart/form-data; boundary=x\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!((post.method, post.upload), ("POST", Some((9, false))));
         for not_fast in [
             &b"GET / HTTP/1.0\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
+            b"POST / HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"DELETE / HTTP/1.1\r\n\r\n",
             b"PUT /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"PUT /a HTTP/1.1\r\n\r\n",
             b"PUT /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",

@@ -5,6 +5,7 @@
 //!   fs:     file --sendfile--> client socket
 //!   remote: backend socket --splice--> pipe (pooled) --splice--> client socket
 //!   PUT:    client socket  --splice--> pipe (pooled) --splice--> engine socket
+//!   POST:   the same for file data, once peeked at (`upload::form`)
 //! ```
 //! This is the one module that talks to the kernel's zero-copy calls. rustix
 //! wraps both safely; the one `unsafe` block sets SO_RCVLOWAT, which no safe
@@ -151,12 +152,39 @@ pub async fn splice_exact(
     pipe: &Pipe,
     len: u64,
     ends: Ends,
-    mut progress: impl FnMut(u64) -> io::Result<()>,
+    progress: impl FnMut(u64) -> io::Result<()>,
 ) -> Result<u64, SpliceError> {
     let mut lowat = Lowat::new(from);
+    transfer(from, to, pipe, len, ends, progress, Some(&mut lowat)).await
+}
+
+/// `splice_exact` for `len` bytes the caller saw queued on `from` (MSG_PEEK):
+/// no low-water mark is set, the caller keeps its own.
+pub async fn splice_queued(
+    from: &TcpStream,
+    to: &TcpStream,
+    pipe: &Pipe,
+    len: u64,
+    ends: Ends,
+    progress: impl FnMut(u64) -> io::Result<()>,
+) -> Result<u64, SpliceError> {
+    transfer(from, to, pipe, len, ends, progress, None).await
+}
+
+async fn transfer(
+    from: &TcpStream,
+    to: &TcpStream,
+    pipe: &Pipe,
+    len: u64,
+    ends: Ends,
+    mut progress: impl FnMut(u64) -> io::Result<()>,
+    mut lowat: Option<&mut Lowat<'_>>,
+) -> Result<u64, SpliceError> {
     let mut moved = 0u64;
     while moved < len {
-        lowat.want(len - moved);
+        if let Some(l) = lowat.as_deref_mut() {
+            l.want(len - moved);
+        }
         let want = usize::try_from(len - moved)
             .unwrap_or(pipe.capacity)
             .min(pipe.capacity);
@@ -245,24 +273,25 @@ pub async fn splice_exact(
 }
 
 /// Bytes a socket should hold before a splice is worth a wakeup.
-const LOWAT: usize = 256 * 1024;
+pub const LOWAT: usize = 256 * 1024;
 
 /// SO_RCVLOWAT on the socket a splice reads: epoll reports it readable only
 /// once `LOWAT` bytes are queued (or fewer when that is all that is left, or at
 /// EOF), so a fast sender's bytes move in a few large splices rather than many
 /// small ones, each a wakeup and two system calls. Reset to 1 when dropped: the
 /// socket goes on to carry requests (keep-alive, the engine pool).
-struct Lowat<'a> {
+pub struct Lowat<'a> {
     socket: &'a TcpStream,
     set: usize,
 }
 
 impl<'a> Lowat<'a> {
-    fn new(socket: &'a TcpStream) -> Self {
+    pub fn new(socket: &'a TcpStream) -> Self {
         Self { socket, set: 1 }
     }
 
-    fn want(&mut self, left: u64) {
+    /// A wakeup once `left` bytes, or `LOWAT` if fewer, are queued.
+    pub fn want(&mut self, left: u64) {
         let n = usize::try_from(left).unwrap_or(LOWAT).clamp(1, LOWAT);
         if n != self.set && set_rcvlowat(self.socket, n).is_ok() {
             self.set = n;

@@ -102,6 +102,12 @@ pub enum Staged {
 /// Runs its undo when dropped, unless the request committed.
 pub struct UndoGuard(Option<Box<Undo>>);
 
+impl UndoGuard {
+    pub fn new(undo: Option<Undo>) -> Self {
+        Self(undo.map(Box::new))
+    }
+}
+
 impl Drop for UndoGuard {
     fn drop(&mut self) {
         if let Some(u) = self.0.take() {

@@ -11,8 +11,9 @@
 //!   unlinked, engine requests aborted mid-body, S3 uploads aborted)
 //! ```
 //! A request stores all of its files or none: a 4xx never leaves some of
-//! them behind. Raw PUTs to an http engine skip hyper and user space past
-//! the sniff window: see `splice`.
+//! them behind. Uploads to an http engine skip hyper and move file data with
+//! splice(2): raw PUTs past the sniff window (`splice`), multipart POSTs once
+//! peeked at for the next boundary (`form`).
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ use crate::limits::BodyError;
 use crate::runtime::RouteRt;
 use multipart::{Multipart, MultipartError};
 
+pub mod form;
 pub mod multipart;
 pub mod splice;
 
@@ -101,13 +103,7 @@ where
     let rules = &ctx.route.route.upload;
     let boundary = multipart::boundary(content_type)
         .ok_or_else(|| Reject::UnsupportedMediaType(content_type.to_string()))?;
-    let dir = match dir.trim_end_matches('/') {
-        "" => String::new(),
-        d => format!(
-            "{}/",
-            filters::parse_key(d).map_err(|e| Reject::InvalidKey(format!("{e:?}")))?
-        ),
-    };
+    let dir = upload_dir(dir)?;
 
     let limit = multipart_limit(rules);
     let mut mp = Multipart::new(body, &boundary, FRAMING_BUDGET as usize, limit);
@@ -144,18 +140,7 @@ where
                 limit: rules.max_files,
             });
         }
-        let name = filters::sanitize_filename(&raw_name)
-            .ok_or_else(|| Reject::InvalidFilename(raw_name.clone()))?;
-        // RFC 7578: a part without Content-Type is text/plain.
-        let declared = head.content_type.unwrap_or_else(|| "text/plain".into());
-        let key = match rules.naming {
-            Naming::Original => format!("{dir}{name}"),
-            Naming::Uuid => match filters::extension(&name) {
-                Some(ext) => format!("{dir}{}.{ext}", uuid::Uuid::new_v4()),
-                None => format!("{dir}{}", uuid::Uuid::new_v4()),
-            },
-        };
-        check_declared(rules, &name, &declared)?;
+        let (key, declared) = file_part(rules, &dir, &raw_name, head.content_type)?;
         let mut part = open(ctx, &key, &declared, None)?;
         let chunks = futures_util::stream::unfold(&mut mp, |mp| async {
             match mp.chunk().await {
@@ -172,6 +157,40 @@ where
         return Err(Reject::NoFiles);
     }
     commit(staged)
+}
+
+/// The directory a POST's files go to: the request path after the route
+/// prefix ("" or "sub/dir/"), checked as a key.
+fn upload_dir(rel: &str) -> Result<String, Reject> {
+    Ok(match rel.trim_end_matches('/') {
+        "" => String::new(),
+        d => format!(
+            "{}/",
+            filters::parse_key(d).map_err(|e| Reject::InvalidKey(format!("{e:?}")))?
+        ),
+    })
+}
+
+/// A file part's key and declared type, once its name, extension and type pass.
+fn file_part(
+    rules: &UploadRules,
+    dir: &str,
+    raw_name: &str,
+    content_type: Option<String>,
+) -> Result<(String, String), Reject> {
+    let name = filters::sanitize_filename(raw_name)
+        .ok_or_else(|| Reject::InvalidFilename(raw_name.to_string()))?;
+    // RFC 7578: a part without Content-Type is text/plain.
+    let declared = content_type.unwrap_or_else(|| "text/plain".into());
+    let key = match rules.naming {
+        Naming::Original => format!("{dir}{name}"),
+        Naming::Uuid => match filters::extension(&name) {
+            Some(ext) => format!("{dir}{}.{ext}", uuid::Uuid::new_v4()),
+            None => format!("{dir}{}", uuid::Uuid::new_v4()),
+        },
+    };
+    check_declared(rules, &name, &declared)?;
+    Ok((key, declared))
 }
 
 /// Raw `PUT {prefix}{key}`: one object, the request body is the file.

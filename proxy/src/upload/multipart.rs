@@ -228,7 +228,7 @@ fn push_prefix(out: &mut Vec<Event>, h: &Bytes, c: &Bytes, to: usize) {
 }
 
 /// The length of the longest suffix of `buf` that is a proper prefix of `delim`.
-fn partial_suffix(buf: &[u8], delim: &[u8]) -> usize {
+pub(crate) fn partial_suffix(buf: &[u8], delim: &[u8]) -> usize {
     let max = buf.len().min(delim.len() - 1);
     // Every candidate starts with the delimiter's first byte, '\r'.
     let tail = &buf[buf.len() - max..];

@@ -36,12 +36,12 @@ use crate::download::upstream::{self, Framing, Head, Origin};
 use crate::error::Reject;
 use crate::filters::{self, SNIFF_LEN};
 use crate::limits::{BodyError, Permit};
-use crate::runtime::{PutEngine, RouteRt};
+use crate::runtime::{Engine, RouteRt};
 use crate::service;
 use crate::zerocopy::{Ends, SpliceError};
 
-/// What the fast path read from a PUT head.
-pub struct PutHead<'a> {
+/// What the fast path read from an upload's head (PUT or POST).
+pub struct UploadHead<'a> {
     pub path: &'a str,
     pub host: Option<&'a str>,
     pub authorization: Option<&'a [u8]>,
@@ -54,7 +54,7 @@ pub struct PutHead<'a> {
 /// A PUT the fast path takes: every check that needs no body byte has passed.
 pub struct Plan {
     route: Arc<RouteRt>,
-    engine: Arc<PutEngine>,
+    engine: Arc<Engine>,
     key: String,
     declared: String,
     /// The request target on the engine: `{path}/{key}`, percent-encoded.
@@ -66,7 +66,7 @@ pub struct Plan {
 
 /// None when hyper should serve the request (a route this path does not
 /// take, or a check that fails: hyper then answers with the rejection).
-pub fn plan(app: &App, h: &PutHead<'_>, peer: SocketAddr) -> Option<Plan> {
+pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
     if !app.settings.splice {
         return None;
     }
@@ -79,7 +79,7 @@ pub fn plan(app: &App, h: &PutHead<'_>, peer: SocketAddr) -> Option<Plan> {
             ..
         },
         Some(engine),
-    ) = (&route.route.backend, &route.put_engine)
+    ) = (&route.route.backend, &route.engine)
     else {
         return None;
     };
@@ -128,7 +128,7 @@ pub struct Failed {
     pub body: Body,
 }
 
-fn failed(body: Body) -> impl FnOnce(Reject) -> Failed {
+pub(super) fn failed(body: Body) -> impl FnOnce(Reject) -> Failed {
     move |reject| Failed { reject, body }
 }
 
@@ -213,7 +213,17 @@ pub async fn run(
         }
         if rest > 0 {
             let already = held.len() as u64;
-            splice_rest(app, stream, &mut engine, already, rest, started, &what).await?;
+            splice_rest(
+                app,
+                stream,
+                &mut engine,
+                already,
+                rest,
+                started,
+                &what,
+                false,
+            )
+            .await?;
         }
         let answer = tokio::time::timeout(timeout, upstream::read_head(&mut engine, false)).await;
         let head = match answer {
@@ -268,8 +278,11 @@ fn request_head(origin: &Origin, plan: &Plan) -> Vec<u8> {
     origin.head("PUT", &plan.target, &headers)
 }
 
-/// Splices `rest` body bytes from the client to the engine; `already` were sent from user space.
-async fn splice_rest(
+/// Splices `rest` body bytes from the client to the engine; `already` were
+/// read before (the pace counts them). `queued`: the caller saw the bytes
+/// queued (MSG_PEEK) and keeps the socket's low-water mark itself.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn splice_rest(
     app: &App,
     client: &TcpStream,
     engine: &mut TcpStream,
@@ -277,6 +290,7 @@ async fn splice_rest(
     rest: u64,
     started: Instant,
     what: &(dyn Fn() -> String + Sync),
+    queued: bool,
 ) -> Result<(), Failed> {
     let pace = app.settings.pace;
     let pipe = app
@@ -294,7 +308,12 @@ async fn splice_rest(
         pace.check(already + n, started.elapsed())
             .map_err(io::Error::other)
     };
-    match crate::zerocopy::splice_exact(client, &*engine, &pipe, rest, ends, progress).await {
+    let moved = if queued {
+        crate::zerocopy::splice_queued(client, &*engine, &pipe, rest, ends, progress).await
+    } else {
+        crate::zerocopy::splice_exact(client, &*engine, &pipe, rest, ends, progress).await
+    };
+    match moved {
         Ok(_) => {
             app.pipes.put(pipe);
             Ok(())
@@ -334,13 +353,13 @@ async fn splice_rest(
 }
 
 /// The start of an engine's answer body, for error messages.
-fn snippet(head: &Head) -> String {
+pub(super) fn snippet(head: &Head) -> String {
     String::from_utf8_lossy(&head.buffered[..head.buffered.len().min(512)])
         .trim()
         .to_string()
 }
 
-fn client_error(e: io::Error) -> Reject {
+pub(super) fn client_error(e: io::Error) -> Reject {
     if let Some(b) = e.get_ref().and_then(|i| i.downcast_ref::<BodyError>()) {
         return Reject::from(b.clone());
     }
@@ -354,7 +373,7 @@ fn client_error(e: io::Error) -> Reject {
 const DRAIN_MAX: u64 = 64 * 1024;
 
 /// Pools the engine connection when its answer can be read to the end cheaply.
-async fn reuse(app: &App, authority: &str, mut engine: TcpStream, mut head: Head) {
+pub(super) async fn reuse(app: &App, authority: &str, mut engine: TcpStream, mut head: Head) {
     if !head.keep_alive {
         return;
     }

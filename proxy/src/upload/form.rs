@@ -1,0 +1,878 @@
+//! Multipart POST on the fast path: a file part's data moves client socket
+//! -> pipe -> engine socket with splice(2). User space sees it once, through
+//! MSG_PEEK, to find the next boundary, sniff and hash it; it is never
+//! copied into a buffer of ours and out again.
+//!
+//! ```text
+//!   server.rs parsed a plain HTTP/1.1 POST with Content-Length
+//!   plan: route is backend.http (put or multipart mode), no spool, splice on;
+//!         route, auth, multipart/form-data with a boundary, Content-Length
+//!         within the route's multipart limit, the directory, admission --
+//!         anything else: None, hyper serves the request (same answers)
+//!   100 Continue if asked, then step by step over the body, each step looking
+//!   at what is queued (the bytes read with the head first, then MSG_PEEK):
+//!     framing (preamble, delimiters, part headers, form fields)
+//!         -> fed to multipart::Scanner, exactly up to the end of a part's
+//!            header block, then consumed
+//!     a file's header block -> name, extension, declared type checked
+//!         -> engine socket (RawPool): a chunked PUT {path}/{key}, or a chunked
+//!            POST of a one-file form (multipart mode)
+//!     a file's data, up to the next delimiter (or what may be its start)
+//!         -> first SNIFF_LEN bytes sniffed, size counted, sha256 updated
+//!         -> one chunk: its size line written, its bytes spliced
+//!     the delimiter at the head of the queue -> last chunk, the engine's
+//!         answer (2xx) stages the file -> framing again
+//!   close delimiter (the epilogue is dropped) -> commit -> 201 {"objects"}
+//! ```
+//! The rules, limits and rejections are those of `upload::multipart` (the
+//! scanner is the same); what differs is only where file bytes go. On any
+//! failure the engine socket is closed mid-body, so the engine sees a
+//! truncated chunked request, and files staged before are undone (put mode:
+//! DELETE), as on the hyper path. The multipart mode has the hyper path's
+//! caveat: some upload servers keep what they got of a truncated upload.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use memchr::memmem;
+use rustix::net::RecvFlags;
+use sha2::{Digest, Sha256};
+use sluice_policy::{Backend, Checksum, HttpMode};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+
+use super::multipart::{self, Bad, Event, PartHead, Scanner};
+use super::splice::{Body, Failed, UploadHead, failed, reuse, snippet, splice_rest};
+use super::{
+    FRAMING_BUDGET, MAX_FIELD_BYTES, MAX_FIELDS, Stored, StoredObject, commit, file_part,
+    upload_dir, verify_head,
+};
+use crate::App;
+use crate::backend::http::encode_key;
+use crate::backend::{Staged, Undo, UndoGuard, Written};
+use crate::download::upstream;
+use crate::error::Reject;
+use crate::filters::SNIFF_LEN;
+use crate::limits::{BodyError, Permit};
+use crate::runtime::{Engine, RouteRt};
+use crate::service;
+use crate::zerocopy::{LOWAT, Lowat};
+
+/// A POST the fast path takes: every check that needs no body byte has passed.
+pub struct Plan {
+    route: Arc<RouteRt>,
+    engine: Arc<Engine>,
+    mode: HttpMode,
+    /// Where the files go: "" or "sub/dir/".
+    dir: String,
+    boundary: String,
+    len: u64,
+    expect_continue: bool,
+    _permit: Permit,
+}
+
+/// None when hyper should serve the request (a route this path does not
+/// take, or a check that fails: hyper then answers with the rejection).
+pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
+    if !app.settings.splice {
+        return None;
+    }
+    let (route, prefix) = service::route_for(app, h.host, h.path).ok()?;
+    let (
+        Backend::Http {
+            mode, spool: None, ..
+        },
+        Some(engine),
+    ) = (&route.route.backend, &route.engine)
+    else {
+        return None;
+    };
+    if h.len > super::multipart_limit(&route.route.upload) {
+        return None;
+    }
+    service::authorize(&route, h.authorization, h.api_key).ok()?;
+    let boundary = multipart::boundary(std::str::from_utf8(h.content_type?).ok()?)?;
+    let dir = upload_dir(&h.path[prefix..]).ok()?;
+    // A multipart engine stores files flat: hyper's path refuses the directory.
+    if *mode == HttpMode::Multipart && !dir.is_empty() {
+        return None;
+    }
+    let permit = app.limits.admit(peer.ip()).ok()?;
+    Some(Plan {
+        mode: *mode,
+        engine: engine.clone(),
+        route,
+        dir,
+        boundary,
+        len: h.len,
+        expect_continue: h.expect_continue,
+        _permit: permit,
+    })
+}
+
+impl Plan {
+    pub fn policy(&self) -> &str {
+        &self.route.route.policy
+    }
+}
+
+/// Most bytes one step looks at: one peek, at most one splice.
+const WINDOW: usize = LOWAT;
+
+/// How long a wait for more bytes trusts the low-water mark before looking
+/// anyway: a client sending slowly is served within this, not after `idle`.
+const PATIENCE: Duration = Duration::from_millis(200);
+
+thread_local! {
+    /// What a peek copies out, looked at synchronously and left there: one
+    /// window per runtime thread, whatever the number of uploads.
+    static PEEKED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Moves the body to the engine; true when part of it was spliced. `buf` holds
+/// bytes read past the head; what is left in it afterwards belongs to the next request.
+pub async fn run(
+    app: &App,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    plan: Plan,
+) -> Result<(Stored, bool), Failed> {
+    if plan.expect_continue && buf.is_empty() {
+        stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .map_err(|e| Reject::ClientAborted(e.to_string()))
+            .map_err(failed(Body::Withheld))?;
+    }
+    let mut d = Driver {
+        app,
+        client: stream,
+        held: buf,
+        left: plan.len,
+        read: 0,
+        started: Instant::now(),
+        form: Form::new(&plan),
+        file: None,
+        staged: Vec::new(),
+        spliced: false,
+        plan: &plan,
+    };
+    match d.run().await {
+        Ok(()) => {
+            let spliced = d.spliced;
+            let stored = commit(std::mem::take(&mut d.staged)).map_err(failed(Body::Read))?;
+            Ok((stored, spliced))
+        }
+        Err(r) => Err(Failed {
+            reject: r,
+            body: if d.left == 0 {
+                Body::Read
+            } else {
+                Body::Partial
+            },
+        }),
+    }
+}
+
+/// What to do with the bytes at the head of the body.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Not enough to decide: wait for more.
+    More,
+    /// The first `n` bytes were fed to the scanner (or are the epilogue):
+    /// consume them; a file part starts after them when `Some`.
+    Consume(usize, Option<PartHead>),
+    /// The first `n` bytes are the current file's data.
+    Data(usize),
+    /// The current file's data ended: its delimiter is next.
+    FileEnd,
+}
+
+/// Which part the scanner's data events belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Preamble,
+    Field,
+    /// After a file: a delimiter comes next.
+    Between,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Framing(Framing),
+    /// In a file's data; it has been sniffed when true.
+    File {
+        sniffed: bool,
+    },
+    /// After the close delimiter.
+    Done,
+}
+
+/// The synchronous half: looks at bytes, decides a step, keeps the rules.
+struct Form {
+    scanner: Scanner,
+    /// "\r\n--" + boundary.
+    delimiter: Vec<u8>,
+    finder: memmem::Finder<'static>,
+    state: State,
+    /// Nothing fed yet: the body may open with the delimiter minus its CRLF.
+    fresh: bool,
+    events: Vec<Event>,
+    preamble: usize,
+    fields: u32,
+    field_bytes: u64,
+    /// The current file's bytes so far, and its hash.
+    size: u64,
+    hasher: Option<Sha256>,
+    declared: String,
+    max_file_size: u64,
+    verify_content: bool,
+    checksum: bool,
+}
+
+impl Form {
+    fn new(plan: &Plan) -> Self {
+        let mut delimiter = b"\r\n--".to_vec();
+        delimiter.extend_from_slice(plan.boundary.as_bytes());
+        let rules = &plan.route.route.upload;
+        Self {
+            scanner: Scanner::new(&plan.boundary, FRAMING_BUDGET as usize),
+            finder: memmem::Finder::new(&delimiter).into_owned(),
+            delimiter,
+            state: State::Framing(Framing::Preamble),
+            fresh: true,
+            events: Vec::new(),
+            preamble: 0,
+            fields: 0,
+            field_bytes: 0,
+            size: 0,
+            hasher: None,
+            declared: String::new(),
+            max_file_size: rules.max_file_size,
+            verify_content: rules.verify_content,
+            checksum: rules.checksum == Checksum::Sha256,
+        }
+    }
+
+    /// `b`: the next body bytes, as many as are queued (at most a window);
+    /// `end`: they are the last of the body.
+    fn decide(
+        &mut self,
+        b: &[u8],
+        end: bool,
+        rules: &sluice_policy::UploadRules,
+    ) -> Result<Step, Reject> {
+        match self.state {
+            State::Done => Ok(Step::Consume(b.len(), None)),
+            State::File { sniffed } => self.file_step(b, end, sniffed, rules),
+            State::Framing(_) => self.framing_step(b, end),
+        }
+    }
+
+    fn ended_early(&self) -> Reject {
+        Reject::MalformedMultipart(
+            if self.fresh || self.state == State::Framing(Framing::Preamble) {
+                "no boundary found"
+            } else {
+                "the body ended before the closing boundary"
+            }
+            .into(),
+        )
+    }
+
+    fn file_step(
+        &mut self,
+        b: &[u8],
+        end: bool,
+        sniffed: bool,
+        rules: &sluice_policy::UploadRules,
+    ) -> Result<Step, Reject> {
+        let found = self.finder.find(b);
+        if found.is_none() && end {
+            return Err(self.ended_early());
+        }
+        let data = match found {
+            Some(j) => j,
+            None => b.len() - multipart::partial_suffix(b, &self.delimiter),
+        };
+        if !sniffed {
+            // The window: SNIFF_LEN bytes, or the whole file when shorter.
+            if found.is_none() && data < SNIFF_LEN {
+                return Ok(Step::More);
+            }
+            if self.verify_content {
+                verify_head(rules, &self.declared, &b[..data.min(SNIFF_LEN)])?;
+            }
+            self.state = State::File { sniffed: true };
+        }
+        if data == 0 {
+            return Ok(if found == Some(0) {
+                Step::FileEnd
+            } else {
+                Step::More
+            });
+        }
+        self.size += data as u64;
+        if self.size > self.max_file_size {
+            return Err(Reject::FileTooLarge {
+                limit: self.max_file_size,
+            });
+        }
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&b[..data]);
+        }
+        Ok(Step::Data(data))
+    }
+
+    fn framing_step(&mut self, b: &[u8], end: bool) -> Result<Step, Reject> {
+        let d = self.delimiter.len();
+        let dash = &self.delimiter[2..];
+        // The next delimiter: where it starts and how long it is.
+        let found = if self.fresh && b.len() >= dash.len() && b.starts_with(dash) {
+            Some((0, dash.len()))
+        } else if self.fresh && dash.starts_with(b) && !end {
+            return Ok(Step::More);
+        } else {
+            self.finder.find(b).map(|j| (j, d))
+        };
+        let need_more = |this: &mut Self, upto: usize| -> Result<Step, Reject> {
+            if upto > 0 {
+                this.feed(&b[..upto])?;
+                Ok(Step::Consume(upto, None))
+            } else if end {
+                Err(this.ended_early())
+            } else {
+                Ok(Step::More)
+            }
+        };
+        let Some((j, dl)) = found else {
+            let keep = multipart::partial_suffix(b, &self.delimiter);
+            return need_more(self, b.len() - keep);
+        };
+        let rest = &b[j + dl..];
+        if rest.len() < 2 {
+            return need_more(self, j);
+        }
+        // "--": the close delimiter. Else padding, CRLF and a header block,
+        // fed whole so that the scanner stops where the part's data starts.
+        let upto = if rest.starts_with(b"--") {
+            j + dl + 2
+        } else if let Some(k) = memmem::find(rest, b"\r\n\r\n") {
+            j + dl + k + 4
+        } else if rest.len() > 2 * FRAMING_BUDGET as usize || end {
+            b.len() // the scanner says what is wrong with it
+        } else {
+            return need_more(self, j);
+        };
+        let file = self.feed(&b[..upto])?;
+        Ok(Step::Consume(upto, file))
+    }
+
+    /// Feeds framing bytes to the scanner and keeps the count of fields and
+    /// preamble; returns the head of a file part that starts next.
+    fn feed(&mut self, bytes: &[u8]) -> Result<Option<PartHead>, Reject> {
+        self.fresh = false;
+        self.scanner
+            .feed(Bytes::copy_from_slice(bytes), &mut self.events)
+            .map_err(|b| match b {
+                Bad::HeadTooLarge => Reject::PartHeadersTooLarge {
+                    limit: FRAMING_BUDGET,
+                },
+                Bad::Malformed(m) => Reject::MalformedMultipart(m.to_string()),
+            })?;
+        let mut file = None;
+        for e in self.events.drain(..) {
+            match (e, self.state) {
+                (Event::Data(b), State::Framing(Framing::Preamble)) => {
+                    self.preamble += b.len();
+                    if self.preamble > FRAMING_BUDGET as usize {
+                        return Err(Reject::PartHeadersTooLarge {
+                            limit: FRAMING_BUDGET,
+                        });
+                    }
+                }
+                (Event::Data(b), _) => {
+                    self.field_bytes += b.len() as u64;
+                    if self.field_bytes > MAX_FIELD_BYTES {
+                        return Err(Reject::FieldTooLarge {
+                            limit: MAX_FIELD_BYTES,
+                        });
+                    }
+                }
+                (Event::PartEnd, _) => {}
+                (Event::Head(h), _) if h.filename.is_none() => {
+                    self.fields += 1;
+                    if self.fields > MAX_FIELDS {
+                        return Err(Reject::TooManyFields { limit: MAX_FIELDS });
+                    }
+                    self.field_bytes = 0;
+                    self.state = State::Framing(Framing::Field);
+                }
+                (Event::Head(h), _) => file = Some(h),
+                (Event::End, _) => self.state = State::Done,
+            }
+        }
+        Ok(file)
+    }
+
+    /// A file part starts: its data comes next.
+    fn start_file(&mut self, declared: &str) {
+        self.state = State::File { sniffed: false };
+        self.size = 0;
+        self.hasher = self.checksum.then(Sha256::new);
+        declared.clone_into(&mut self.declared);
+    }
+}
+
+/// A file on its way to the engine.
+struct File {
+    key: String,
+    declared: String,
+    engine: TcpStream,
+    /// A chunk's closing CRLF is still to be written.
+    crlf: bool,
+    /// Multipart mode: the closing boundary of the one-file form.
+    suffix: Option<String>,
+    undo: Option<Undo>,
+    /// "POST http://engine/path", for errors.
+    what: String,
+}
+
+/// The asynchronous half: where the bytes are, and where they go.
+struct Driver<'a> {
+    app: &'a App,
+    plan: &'a Plan,
+    client: &'a TcpStream,
+    /// Bytes read with the head (or after it), not yet consumed: looked at
+    /// before the socket.
+    held: &'a mut BytesMut,
+    /// Body bytes not yet consumed (in `held` or queued on the socket).
+    left: u64,
+    /// Body bytes consumed, for the minimum rate.
+    read: u64,
+    started: Instant,
+    form: Form,
+    file: Option<File>,
+    staged: Vec<(Staged, StoredObject)>,
+    spliced: bool,
+}
+
+/// Where a step's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Src {
+    Held,
+    Socket,
+}
+
+impl Driver<'_> {
+    async fn run(&mut self) -> Result<(), Reject> {
+        let mut lowat = Lowat::new(self.client);
+        loop {
+            if self.left == 0 && self.form.state == State::Done {
+                return if self.staged.is_empty() {
+                    Err(Reject::NoFiles)
+                } else {
+                    Ok(())
+                };
+            }
+            let (step, src) = self.look(&mut lowat).await?;
+            match step {
+                Step::More => unreachable!("look waits for more"),
+                Step::Consume(n, file) => {
+                    self.consume(src, n).await?;
+                    if let Some(head) = file {
+                        self.open(head).await?;
+                    }
+                }
+                Step::Data(n) => self.data(src, n).await?,
+                Step::FileEnd => self.finish().await?,
+            }
+        }
+    }
+
+    /// The next step, waiting for bytes as long as it takes to decide one.
+    async fn look(&mut self, lowat: &mut Lowat<'_>) -> Result<(Step, Src), Reject> {
+        let plan = self.plan;
+        let rules = &plan.route.route.upload;
+        let pace = self.app.settings.pace;
+        let mut quiet_since = Instant::now();
+        let mut seen = 0usize;
+        loop {
+            if !self.held.is_empty() || self.left == 0 {
+                let n = usize::try_from(self.left)
+                    .unwrap_or(usize::MAX)
+                    .min(self.held.len());
+                let end = n as u64 == self.left;
+                match self.form.decide(&self.held[..n], end, rules)? {
+                    Step::More => self.read_more().await?,
+                    s => return Ok((s, Src::Held)),
+                }
+                continue;
+            }
+            // File data: one wakeup per window, not per segment.
+            lowat.want(match self.form.state {
+                State::File { sniffed: true } => self.left,
+                _ => 1,
+            });
+            let woke = tokio::time::timeout(PATIENCE.min(pace.idle), self.client.readable()).await;
+            let woke = match woke {
+                Ok(r) => {
+                    r.map_err(|e| Reject::ClientAborted(e.to_string()))?;
+                    true
+                }
+                Err(_) => false,
+            };
+            let want = usize::try_from(self.left).unwrap_or(WINDOW).min(WINDOW);
+            let left = self.left;
+            let form = &mut self.form;
+            let mut got = 0usize;
+            let mut peek = || -> io::Result<Result<Step, Reject>> {
+                PEEKED.with_borrow_mut(|buf| {
+                    if buf.len() < WINDOW {
+                        buf.resize(WINDOW, 0);
+                    }
+                    let (_, n) = rustix::net::recv(self.client, &mut buf[..want], RecvFlags::PEEK)?;
+                    got = n;
+                    if n == 0 {
+                        return Ok(Err(Reject::ClientAborted(
+                            "client closed before the end of the body".into(),
+                        )));
+                    }
+                    match form.decide(&buf[..n], n as u64 == left, rules) {
+                        // Readiness is cleared only if nothing arrived meanwhile.
+                        Ok(Step::More) => Err(io::ErrorKind::WouldBlock.into()),
+                        r => Ok(r),
+                    }
+                })
+            };
+            // Past the patience the reactor may not call the socket readable
+            // (fewer bytes than the low-water mark): ask the kernel itself.
+            let r = if woke {
+                self.client.try_io(Interest::READABLE, peek)
+            } else {
+                peek()
+            };
+            match r {
+                Ok(Ok(s)) => return Ok((s, Src::Socket)),
+                Ok(Err(r)) => return Err(r),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Reject::ClientAborted(e.to_string())),
+            }
+            if got > seen {
+                seen = got;
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= pace.idle {
+                return Err(BodyError::Idle(pace.idle).into());
+            }
+            pace.check(self.read + got as u64, self.started.elapsed())?;
+        }
+    }
+
+    /// Reads more of the body after the bytes held (a step needs them together).
+    async fn read_more(&mut self) -> Result<(), Reject> {
+        let pace = self.app.settings.pace;
+        // What is read past the body stays in `held` for the next request.
+        self.held.reserve(8 * 1024);
+        loop {
+            tokio::time::timeout(pace.idle, self.client.readable())
+                .await
+                .map_err(|_| Reject::from(BodyError::Idle(pace.idle)))?
+                .map_err(|e| Reject::ClientAborted(e.to_string()))?;
+            match self.client.try_read_buf(self.held) {
+                Ok(0) => {
+                    return Err(Reject::ClientAborted(
+                        "client closed before the end of the body".into(),
+                    ));
+                }
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Reject::ClientAborted(e.to_string())),
+            }
+        }
+    }
+
+    /// Drops `n` bytes the scanner has seen.
+    async fn consume(&mut self, src: Src, n: usize) -> Result<(), Reject> {
+        self.left -= n as u64;
+        self.read += n as u64;
+        if src == Src::Held {
+            self.held.advance(n);
+            return Ok(());
+        }
+        let mut done = 0;
+        while done < n {
+            // They were peeked: they are queued, this does not wait.
+            self.client
+                .readable()
+                .await
+                .map_err(|e| Reject::ClientAborted(e.to_string()))?;
+            let r = self.client.try_io(Interest::READABLE, || {
+                PEEKED.with_borrow_mut(|buf| {
+                    if buf.len() < WINDOW {
+                        buf.resize(WINDOW, 0);
+                    }
+                    let k = (n - done).min(WINDOW);
+                    rustix::net::recv(self.client, &mut buf[..k], RecvFlags::empty())
+                        .map(|(_, k)| k)
+                        .map_err(io::Error::from)
+                })
+            });
+            match r {
+                Ok(0) => {
+                    return Err(Reject::ClientAborted(
+                        "client closed before the end of the body".into(),
+                    ));
+                }
+                Ok(k) => done += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Reject::ClientAborted(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// A file part's head passed the scanner: checks, then the engine request.
+    async fn open(&mut self, head: PartHead) -> Result<(), Reject> {
+        let rules = &self.plan.route.route.upload;
+        if self.staged.len() as u32 >= rules.max_files {
+            return Err(Reject::TooManyFiles {
+                limit: rules.max_files,
+            });
+        }
+        let raw = head.filename.unwrap_or_default();
+        let (key, declared) = file_part(rules, &self.plan.dir, &raw, head.content_type)?;
+        let Backend::Http {
+            url,
+            field_name,
+            headers: extra,
+            ..
+        } = &self.plan.route.route.backend
+        else {
+            return Err(Reject::Storage("not an http backend".into()));
+        };
+        let engine = &self.plan.engine;
+        let origin = &engine.origin;
+        let mut headers: Vec<(&str, &[u8])> = vec![("transfer-encoding", b"chunked")];
+        let (method, target, form_type, prefix, suffix, undo);
+        match self.plan.mode {
+            HttpMode::Put => {
+                method = "PUT";
+                target = format!("{}/{}", engine.path, encode_key(&key));
+                form_type = None;
+                prefix = None;
+                suffix = None;
+                undo = Some(Undo::HttpDelete {
+                    client: self.app.remotes.client.clone(),
+                    uri: format!("{url}/{}", encode_key(&key)),
+                    headers: extra.clone(),
+                });
+            }
+            HttpMode::Multipart => {
+                let boundary = format!("sluice-{}", uuid::Uuid::new_v4().simple());
+                method = "POST";
+                target = engine.path.clone();
+                form_type = Some(format!("multipart/form-data; boundary={boundary}"));
+                prefix = Some(format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{}\"\r\nContent-Type: {declared}\r\n\r\n",
+                    field_name,
+                    key.replace(['"', '\r', '\n'], "_"),
+                ));
+                suffix = Some(format!("\r\n--{boundary}--\r\n"));
+                // A multipart engine has no standard delete: nothing to undo with.
+                undo = None;
+            }
+        }
+        headers.push((
+            "content-type",
+            form_type.as_deref().unwrap_or(&declared).as_bytes(),
+        ));
+        headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+        let mut out = origin.head(method, &target, &headers);
+        if let Some(p) = &prefix {
+            chunk_line(&mut out, false, p.len());
+            out.extend_from_slice(p.as_bytes());
+        }
+        // The query stays out of errors and logs (it may carry a signature).
+        let shown = target.split('?').next().unwrap_or_default();
+        let what = format!("{method} http://{}{shown}", origin.authority);
+        let timeout = self.app.remotes.timeout;
+        // Nothing of the file is sent yet: a pooled socket the engine closed
+        // just now gets one retry on a new connection.
+        let mut attempt = 0;
+        let engine = loop {
+            let (mut s, pooled) = origin
+                .connect(&self.app.raw, attempt > 0, self.app.remotes.connect_timeout)
+                .await?;
+            match tokio::time::timeout(timeout, s.write_all(&out)).await {
+                Ok(Ok(())) => break s,
+                Ok(Err(_)) if pooled && attempt == 0 => attempt += 1,
+                Ok(Err(e)) => {
+                    return Err(Reject::Backend {
+                        status: None,
+                        message: format!("{what}: {e}"),
+                    });
+                }
+                Err(_) => {
+                    return Err(Reject::BackendTimeout(format!(
+                        "{what}: the engine read nothing for {timeout:?}"
+                    )));
+                }
+            }
+        };
+        self.form.start_file(&declared);
+        self.file = Some(File {
+            key,
+            declared,
+            engine,
+            crlf: prefix.is_some(),
+            suffix,
+            undo,
+            what,
+        });
+        Ok(())
+    }
+
+    /// Sends `n` bytes of the current file as one chunk.
+    async fn data(&mut self, src: Src, n: usize) -> Result<(), Reject> {
+        let Some(f) = self.file.as_mut() else {
+            return Err(Reject::Storage("file data without a file".into()));
+        };
+        let mut line = Vec::with_capacity(32);
+        chunk_line(&mut line, f.crlf, n);
+        f.crlf = true;
+        let timeout = self.app.remotes.timeout;
+        let what = f.what.clone();
+        let write_err = |e: Option<io::Error>| match e {
+            Some(e) => Reject::Backend {
+                status: None,
+                message: format!("{what}: {e}"),
+            },
+            None => {
+                Reject::BackendTimeout(format!("{what}: the engine read nothing for {timeout:?}"))
+            }
+        };
+        if src == Src::Held {
+            line.extend_from_slice(&self.held[..n]);
+            self.held.advance(n);
+            self.left -= n as u64;
+            self.read += n as u64;
+            return match tokio::time::timeout(timeout, f.engine.write_all(&line)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(write_err(Some(e))),
+                Err(_) => Err(write_err(None)),
+            };
+        }
+        match tokio::time::timeout(timeout, f.engine.write_all(&line)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(write_err(Some(e))),
+            Err(_) => return Err(write_err(None)),
+        }
+        let what = || f.what.clone();
+        splice_rest(
+            self.app,
+            self.client,
+            &mut f.engine,
+            self.read,
+            n as u64,
+            self.started,
+            &what,
+            true,
+        )
+        .await
+        .map_err(|e| e.reject)?;
+        self.left -= n as u64;
+        self.read += n as u64;
+        self.spliced = true;
+        Ok(())
+    }
+
+    /// The current file's data ended: the last chunk, then the engine's answer.
+    async fn finish(&mut self) -> Result<(), Reject> {
+        let Some(mut f) = self.file.take() else {
+            return Err(Reject::Storage("a file end without a file".into()));
+        };
+        self.form.state = State::Framing(Framing::Between);
+        let mut out = Vec::with_capacity(128);
+        if let Some(s) = &f.suffix {
+            chunk_line(&mut out, f.crlf, s.len());
+            out.extend_from_slice(s.as_bytes());
+            f.crlf = true;
+        }
+        if f.crlf {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        let timeout = self.app.remotes.timeout;
+        let what = &f.what;
+        match tokio::time::timeout(timeout, f.engine.write_all(&out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(Reject::Backend {
+                    status: None,
+                    message: format!("{what}: {e}"),
+                });
+            }
+            Err(_) => {
+                return Err(Reject::BackendTimeout(format!(
+                    "{what}: the engine read nothing for {timeout:?}"
+                )));
+            }
+        }
+        let head =
+            match tokio::time::timeout(timeout, upstream::read_head(&mut f.engine, false)).await {
+                Err(_) => {
+                    return Err(Reject::BackendTimeout(format!(
+                        "{what}: no answer within {timeout:?}"
+                    )));
+                }
+                Ok(Err(e)) => {
+                    return Err(Reject::Backend {
+                        status: None,
+                        message: format!("{what}: {e}"),
+                    });
+                }
+                Ok(Ok(h)) => h,
+            };
+        let status = head.status;
+        // As on the hyper path: upload servers answer a stored form with 303 See Other.
+        let see_other = self.plan.mode == HttpMode::Multipart && status == 303;
+        if !(200..300).contains(&status) && !see_other {
+            return Err(Reject::Backend {
+                status: Some(status),
+                message: format!("{what}: engine answered {status}: {}", snippet(&head)),
+            });
+        }
+        reuse(self.app, &self.plan.engine.origin.authority, f.engine, head).await;
+        let written = Written {
+            size: self.form.size,
+            sha256: self.form.hasher.take().map(|h| hex::encode(h.finalize())),
+        };
+        let obj = StoredObject {
+            key: f.key,
+            size: written.size,
+            content_type: f.declared,
+            sha256: written.sha256.clone(),
+        };
+        self.staged.push((
+            Staged::Remote {
+                written,
+                undo: UndoGuard::new(f.undo),
+            },
+            obj,
+        ));
+        Ok(())
+    }
+}
+
+/// A chunk's size line, after the previous chunk's CRLF when one is open.
+fn chunk_line(out: &mut Vec<u8>, crlf: bool, n: usize) {
+    use std::io::Write;
+    if crlf {
+        out.extend_from_slice(b"\r\n");
+    }
+    let _ = write!(out, "{n:x}\r\n");
+}
