@@ -9,6 +9,7 @@
 mod common;
 mod engines;
 
+use std::io::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -335,6 +336,292 @@ fn dav_rejections_mid_stream_leave_nothing_on_the_engine() {
         files_under(&engine.root),
         Vec::<String>::new(),
         "nothing stored on nginx"
+    );
+}
+
+/// A form POST with a preamble, a field, a file shorter than the sniff window,
+/// a larger one, and an epilogue.
+fn form_with_everything() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let small = random_bytes(100, 21);
+    let large = random_bytes(300_000, 22);
+    let mut body = b"a preamble nobody reads\r\n".to_vec();
+    body.extend(multipart_body(&[
+        Part {
+            name: "note",
+            filename: None,
+            content_type: None,
+            data: b"hello",
+        },
+        Part {
+            name: "f",
+            filename: Some("a.bin"),
+            content_type: Some("application/octet-stream"),
+            data: &small,
+        },
+        Part {
+            name: "f",
+            filename: Some("b.bin"),
+            content_type: Some("application/octet-stream"),
+            data: &large,
+        },
+    ]));
+    body.extend_from_slice(b"an epilogue, dropped");
+    (body, small, large)
+}
+
+fn form_head(path: &str, len: usize) -> Vec<u8> {
+    head(
+        "POST",
+        path,
+        &[
+            &format!("Content-Type: multipart/form-data; boundary={BOUNDARY}"),
+            &format!("Content-Length: {len}"),
+        ],
+    )
+}
+
+/// The fast path looks at a form through peeks of whatever has arrived: a body
+/// cut anywhere near its framing (a delimiter, a header block, the sniff
+/// window) must give the same files. Each body goes in two writes, the second
+/// after the proxy has seen the first; all on one kept-alive connection.
+#[test]
+fn spliced_form_cut_anywhere_stores_the_same_files() {
+    let engine = engines::nginx();
+    let p = Proxy::start(Some(&dav_policies(&engine)), &[]);
+    let (body, small, large) = form_with_everything();
+    let head = form_head("/dav/cut/", body.len());
+    // Offsets around every delimiter and blank line, the start, and inside the data.
+    let mut cuts: Vec<usize> = (0..4).chain([5_000, 8_191, 8_192, 150_000]).collect();
+    let marks = [
+        format!("\r\n--{BOUNDARY}").into_bytes(),
+        b"\r\n\r\n".to_vec(),
+    ];
+    for m in &marks {
+        for (i, w) in body.windows(m.len()).enumerate() {
+            if w == &m[..] {
+                cuts.extend([
+                    i,
+                    i + 1,
+                    i + 2,
+                    i + m.len() / 2,
+                    i + m.len() - 1,
+                    i + m.len(),
+                    i + m.len() + 1,
+                ]);
+            }
+        }
+    }
+    let small_at = body
+        .windows(small.len())
+        .position(|w| w == small)
+        .expect("small");
+    let large_at = body
+        .windows(1000)
+        .position(|w| w == &large[..1000])
+        .expect("large");
+    cuts.extend([small_at + 50, small_at + small.len()]);
+    // In a file's data the proxy waits for a window's worth of bytes, and
+    // looks at what it has after 200 ms: cuts there wait longer.
+    let dl = BOUNDARY.len() + 4;
+    let in_file = |c: usize| {
+        (small_at..=small_at + small.len() + dl).contains(&c)
+            || (large_at..=large_at + large.len() + dl).contains(&c)
+    };
+    cuts.retain(|c| *c < body.len());
+    cuts.sort_unstable();
+    cuts.dedup();
+
+    let mut raw = Raw::connect(p.addr);
+    for &cut in &cuts {
+        let mut first = head.clone();
+        first.extend_from_slice(&body[..cut]);
+        raw.send(&first);
+        std::thread::sleep(Duration::from_millis(if in_file(cut) { 300 } else { 15 }));
+        raw.send(&body[cut..]);
+        let r = raw.read_response();
+        assert_eq!(r.status, 201, "cut at {cut}: {}", r.text());
+        let objects = r.json()["objects"].as_array().cloned().unwrap_or_default();
+        assert_eq!(objects.len(), 2, "cut at {cut}: {}", r.text());
+        assert_object(&objects[0], "cut/a.bin", &small);
+        assert_object(&objects[1], "cut/b.bin", &large);
+    }
+    assert_eq!(
+        p.metric(r#"sluice_uploads_total{path="splice"}"#),
+        cuts.len() as f64,
+        "every form took the splice path"
+    );
+    assert!(std::fs::read(engine.root.join("store/cut/a.bin")).expect("a.bin") == small);
+    assert!(std::fs::read(engine.root.join("store/cut/b.bin")).expect("b.bin") == large);
+}
+
+/// Every rejection of a form is the hyper path's, word for word, and leaves
+/// nothing on the engine. hyper (`--no-splice`) is the reference.
+#[test]
+fn spliced_form_rejections_match_hyper_and_leave_nothing() {
+    let engine = engines::nginx();
+    let fast = Proxy::start(Some(&dav_policies(&engine)), &[]);
+    let hyper = Proxy::start(Some(&dav_policies(&engine)), &["--no-splice"]);
+    let file = |name: &'static str, ct: &'static str, data: &'static [u8]| Part {
+        name: "f",
+        filename: Some(name),
+        content_type: Some(ct),
+        data,
+    };
+    let ok: &'static [u8] = Box::leak(random_bytes(20_000, 31).into_boxed_slice());
+    let big: &'static [u8] = Box::leak(random_bytes(5 << 20, 32).into_boxed_slice());
+    let text: &'static [u8] = Box::leak(b"plain words, no image\n".repeat(500).into_boxed_slice());
+    let wide: &'static str = Box::leak(format!("x-{}", "h".repeat(70_000)).into_boxed_str());
+    let field: &'static [u8] = Box::leak(vec![b'v'; 70_000].into_boxed_slice());
+
+    let mut truncated = multipart_body(&[file("t.bin", "application/octet-stream", ok)]);
+    truncated.truncate(truncated.len() - 30);
+    let mut head_too_large = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"f\"; filename=\"h.bin\"\r\n{wide}: 1\r\n\r\n"
+    )
+    .into_bytes();
+    head_too_large.extend_from_slice(ok);
+    head_too_large.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let many_fields: Vec<Part<'_>> = (0..65)
+        .map(|_| Part {
+            name: "n",
+            filename: None,
+            content_type: None,
+            data: b"1",
+        })
+        .collect();
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            "no boundary",
+            "/dav/",
+            b"no multipart here".to_vec(),
+            400,
+            "malformed_multipart",
+        ),
+        (
+            "ended early",
+            "/dav/",
+            truncated,
+            400,
+            "malformed_multipart",
+        ),
+        (
+            "no files",
+            "/dav/",
+            multipart_body(&[Part {
+                name: "n",
+                filename: None,
+                content_type: None,
+                data: b"1",
+            }]),
+            422,
+            "no_files",
+        ),
+        (
+            "too many fields",
+            "/dav/",
+            multipart_body(&many_fields),
+            413,
+            "too_many_fields",
+        ),
+        (
+            "field too large",
+            "/dav/",
+            multipart_body(&[Part {
+                name: "n",
+                filename: None,
+                content_type: None,
+                data: field,
+            }]),
+            413,
+            "field_too_large",
+        ),
+        (
+            "header block too large",
+            "/dav/",
+            head_too_large,
+            413,
+            "part_headers_too_large",
+        ),
+        (
+            "bad filename",
+            "/dav/",
+            multipart_body(&[file("..", "application/octet-stream", ok)]),
+            422,
+            "invalid_filename",
+        ),
+        (
+            "declared type",
+            "/img/",
+            multipart_body(&[file("a.png", "text/plain", text)]),
+            415,
+            "type_not_allowed",
+        ),
+        (
+            "sniffed type",
+            "/img/",
+            multipart_body(&[file("a.png", "image/png", text)]),
+            415,
+            "type_not_allowed",
+        ),
+        // The second file is refused past the sniff window of the first: the first is undone.
+        (
+            "too large after one stored",
+            "/raw/",
+            multipart_body(&[
+                file("one.bin", "application/octet-stream", ok),
+                file("two.bin", "application/octet-stream", big),
+            ]),
+            413,
+            "file_too_large",
+        ),
+    ];
+    for (what, path, body, status, rule) in &cases {
+        let mut answers = Vec::new();
+        for p in [&hyper, &fast] {
+            let mut raw = Raw::connect(p.addr);
+            let mut req = form_head(path, body.len());
+            req.extend_from_slice(body);
+            // A proxy may answer before taking the whole body: send from a thread.
+            let mut w = raw.stream.try_clone().expect("clone");
+            let sender = std::thread::spawn(move || {
+                let _ = w.write_all(&req);
+            });
+            let r = raw.read_response();
+            let _ = sender.join();
+            answers.push((r.status, r.json()));
+        }
+        let (h, f) = (&answers[0], &answers[1]);
+        assert_eq!(
+            (h.0, h.1["error"].as_str()),
+            (*status, Some(*rule)),
+            "{what}: hyper's answer {}",
+            h.1
+        );
+        assert_eq!(f, h, "{what}: the fast path answers as hyper does");
+    }
+    for (p, via) in [(&fast, "splice"), (&hyper, "hyper")] {
+        let posts = || -> Vec<_> {
+            p.access_logs()
+                .into_iter()
+                .filter(|l| l["method"] == "POST")
+                .collect()
+        };
+        // Access lines are written by a logging thread, after the answer.
+        wait_until(
+            DEADLINE,
+            || posts().len() == cases.len(),
+            || format!("{:?}", posts()),
+        );
+        let posts = posts();
+        assert!(posts.iter().all(|l| l["via"] == via), "{via}: {posts:?}");
+    }
+    fast.wait_in_flight(0.0);
+    hyper.wait_in_flight(0.0);
+    // The undo of one.bin is a DELETE sent after the answer.
+    wait_until(
+        DEADLINE,
+        || files_under(&engine.root).is_empty(),
+        || format!("stored on nginx: {:?}", files_under(&engine.root)),
     );
 }
 
