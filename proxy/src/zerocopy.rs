@@ -181,6 +181,7 @@ async fn transfer(
     mut lowat: Option<&mut Lowat<'_>>,
 ) -> Result<u64, SpliceError> {
     let mut moved = 0u64;
+    let patience = PATIENCE.min(ends.read_idle);
     while moved < len {
         if let Some(l) = lowat.as_deref_mut() {
             l.want(len - moved);
@@ -188,16 +189,19 @@ async fn transfer(
         let want = usize::try_from(len - moved)
             .unwrap_or(pipe.capacity)
             .min(pipe.capacity);
+        let quiet_since = std::time::Instant::now();
         let filled = loop {
             // With a low-water mark, a slow sender is not an idle one: past the
-            // timeout, whatever has arrived is taken before calling it idle.
-            let idle = match tokio::time::timeout(ends.read_idle, from.readable()).await {
+            // patience, whatever has arrived is taken; past `read_idle` with
+            // nothing, it is idle.
+            let looked = match tokio::time::timeout(patience, from.readable()).await {
                 Ok(r) => {
                     r.map_err(SpliceError::Read)?;
                     false
                 }
                 Err(_) => true,
             };
+            let idle = looked && quiet_since.elapsed() >= ends.read_idle;
             let fill = || {
                 rustix::pipe::splice(
                     from,
@@ -209,9 +213,9 @@ async fn transfer(
                 )
                 .map_err(io::Error::from)
             };
-            // Past the timeout the reactor may not call the socket readable
+            // Past the patience the reactor may not call the socket readable
             // (fewer bytes than the low-water mark): ask the kernel itself.
-            let got = if idle {
+            let got = if looked {
                 fill()
             } else {
                 from.try_io(Interest::READABLE, fill)
@@ -274,6 +278,11 @@ async fn transfer(
 
 /// Bytes a socket should hold before a splice is worth a wakeup.
 pub const LOWAT: usize = 256 * 1024;
+
+/// How long a wait for `LOWAT` bytes trusts the low-water mark before
+/// looking anyway: a slow sender's bytes move within this, not after an idle
+/// timeout (by which time the engine may have given up on the body).
+pub const PATIENCE: Duration = Duration::from_millis(200);
 
 /// SO_RCVLOWAT on the socket a splice reads: epoll reports it readable only
 /// once `LOWAT` bytes are queued (or fewer when that is all that is left, or at

@@ -15,10 +15,10 @@
 //! itself allocates to run curl is the same at every size.
 //!
 //! Downloads on the fast path (sendfile, splice, pooled copy), the hyper fs
-//! path (`download::FileChunks`) and raw PUTs to an http engine on the fast
-//! path (sniff window, then splice) are bounded. Bodies that hyper reads
-//! (multipart uploads, PUTs to disk or with a checksum, remote downloads
-//! through hyper's client) are not: hyper reads into a BytesMut and hands out
+//! path (`download::FileChunks`), raw PUTs and multipart POSTs to an http
+//! engine on the fast path (sniff window or peeks, then splice) are bounded.
+//! Bodies that hyper reads (uploads to disk, PUTs with a checksum, remote
+//! downloads through hyper's client) are not: hyper reads into a BytesMut and hands out
 //! slices of it, and while earlier slices wait in the backend pipe its next
 //! read needs fresh memory, about one allocation per 32 KiB. Those paths are
 //! held to that rate.
@@ -246,6 +246,7 @@ fn streaming_allocates_per_transfer_not_per_chunk() {
     let f3 = file.clone();
     let f4 = file.clone();
     let f5 = file.clone();
+    let f6 = file.clone();
     let (a, b, c) = (fast.addr, hyper.addr, copy.addr);
     let paths: Vec<Transfer> = vec![
         Transfer {
@@ -280,6 +281,18 @@ fn streaming_allocates_per_transfer_not_per_chunk() {
                     "-T".into(),
                     f4(s),
                     format!("http://{a}/remote/r-{}.bin", label(s)),
+                ]
+            }),
+            want: "201",
+        },
+        Transfer {
+            name: "upload multipart POST -> http engine, splice",
+            growth: Growth::Bounded,
+            args: Box::new(move |s| {
+                vec![
+                    "-F".into(),
+                    format!("file=@{};type=application/octet-stream", f6(s)),
+                    format!("http://{a}/remote/mp/"),
                 ]
             }),
             want: "201",

@@ -32,10 +32,10 @@
 //! caveat: some upload servers keep what they got of a truncated upload.
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use memchr::memmem;
@@ -60,7 +60,7 @@ use crate::filters::SNIFF_LEN;
 use crate::limits::{BodyError, Permit};
 use crate::runtime::{Engine, RouteRt};
 use crate::service;
-use crate::zerocopy::{LOWAT, Lowat};
+use crate::zerocopy::{LOWAT, Lowat, PATIENCE};
 
 /// A POST the fast path takes: every check that needs no body byte has passed.
 pub struct Plan {
@@ -122,10 +122,6 @@ impl Plan {
 
 /// Most bytes one step looks at: one peek, at most one splice.
 const WINDOW: usize = LOWAT;
-
-/// How long a wait for more bytes trusts the low-water mark before looking
-/// anyway: a client sending slowly is served within this, not after `idle`.
-const PATIENCE: Duration = Duration::from_millis(200);
 
 thread_local! {
     /// What a peek copies out, looked at synchronously and left there: one
@@ -741,11 +737,8 @@ impl Driver<'_> {
         let Some(f) = self.file.as_mut() else {
             return Err(Reject::Storage("file data without a file".into()));
         };
-        let mut line = Vec::with_capacity(32);
-        chunk_line(&mut line, f.crlf, n);
-        f.crlf = true;
         let timeout = self.app.remotes.timeout;
-        let what = f.what.clone();
+        let what = &f.what;
         let write_err = |e: Option<io::Error>| match e {
             Some(e) => Reject::Backend {
                 status: None,
@@ -755,18 +748,31 @@ impl Driver<'_> {
                 Reject::BackendTimeout(format!("{what}: the engine read nothing for {timeout:?}"))
             }
         };
+        // The chunk's size line, on the stack: a step allocates nothing.
+        let mut line = [0u8; 24];
+        let len = {
+            let mut w = &mut line[..];
+            if f.crlf {
+                let _ = w.write_all(b"\r\n");
+            }
+            let _ = write!(w, "{n:x}\r\n");
+            24 - w.len()
+        };
+        f.crlf = true;
         if src == Src::Held {
-            line.extend_from_slice(&self.held[..n]);
+            // Bytes read with the head: they go from here, with their size line.
+            let mut out = line[..len].to_vec();
+            out.extend_from_slice(&self.held[..n]);
             self.held.advance(n);
             self.left -= n as u64;
             self.read += n as u64;
-            return match tokio::time::timeout(timeout, f.engine.write_all(&line)).await {
+            return match tokio::time::timeout(timeout, f.engine.write_all(&out)).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(write_err(Some(e))),
                 Err(_) => Err(write_err(None)),
             };
         }
-        match tokio::time::timeout(timeout, f.engine.write_all(&line)).await {
+        match tokio::time::timeout(timeout, f.engine.write_all(&line[..len])).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(write_err(Some(e))),
             Err(_) => return Err(write_err(None)),
@@ -870,7 +876,6 @@ impl Driver<'_> {
 
 /// A chunk's size line, after the previous chunk's CRLF when one is open.
 fn chunk_line(out: &mut Vec<u8>, crlf: bool, n: usize) {
-    use std::io::Write;
     if crlf {
         out.extend_from_slice(b"\r\n");
     }
