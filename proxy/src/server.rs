@@ -291,7 +291,7 @@ impl FastReq {
             "POST" => (false, "POST"),
             _ => return None,
         };
-        let is_put = matches!(method, "PUT" | "POST");
+        let upload = matches!(method, "PUT" | "POST");
         let mut length = None;
         let mut expect_continue = false;
         let target = req.path?;
@@ -322,11 +322,11 @@ impl FastReq {
             let is = |n: &str| name.eq_ignore_ascii_case(n);
             if is("content-length") {
                 let n: u64 = std::str::from_utf8(v).ok()?.trim().parse().ok()?;
-                if length.replace(n).is_some_and(|m| m != n) || (n != 0 && !is_put) {
+                if length.replace(n).is_some_and(|m| m != n) || (n != 0 && !upload) {
                     return None;
                 }
             } else if is("expect") {
-                if !is_put || !v.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                if !upload || !v.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
                     return None;
                 }
                 expect_continue = true;
@@ -360,7 +360,7 @@ impl FastReq {
                 r.if_range = Some(v.to_vec());
             }
         }
-        if is_put {
+        if upload {
             r.upload = Some((length?, expect_continue));
         }
         Some(r)

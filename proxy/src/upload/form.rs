@@ -35,7 +35,7 @@ use std::cell::RefCell;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use memchr::memmem;
@@ -46,7 +46,7 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use super::multipart::{self, Bad, Event, PartHead, Scanner};
-use super::splice::{Body, Failed, UploadHead, failed, reuse, snippet, splice_rest};
+use super::splice::{Body, Failed, UploadHead, engine_route, failed, reuse, snippet, splice_rest};
 use super::{
     FRAMING_BUDGET, MAX_FIELD_BYTES, MAX_FIELDS, Stored, StoredObject, commit, file_part,
     upload_dir, verify_head,
@@ -59,7 +59,6 @@ use crate::error::Reject;
 use crate::filters::SNIFF_LEN;
 use crate::limits::{BodyError, Permit};
 use crate::runtime::{Engine, RouteRt};
-use crate::service;
 use crate::zerocopy::{LOWAT, Lowat, PATIENCE};
 
 /// A POST the fast path takes: every check that needs no body byte has passed.
@@ -78,33 +77,20 @@ pub struct Plan {
 /// None when hyper should serve the request (a route this path does not
 /// take, or a check that fails: hyper then answers with the rejection).
 pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
-    if !app.settings.splice {
-        return None;
-    }
-    let (route, prefix) = service::route_for(app, h.host, h.path).ok()?;
-    let (
-        Backend::Http {
-            mode, spool: None, ..
-        },
-        Some(engine),
-    ) = (&route.route.backend, &route.engine)
-    else {
-        return None;
-    };
+    let (route, prefix, engine, mode) = engine_route(app, h)?;
     if h.len > super::multipart_limit(&route.route.upload) {
         return None;
     }
-    service::authorize(&route, h.authorization, h.api_key).ok()?;
     let boundary = multipart::boundary(std::str::from_utf8(h.content_type?).ok()?)?;
     let dir = upload_dir(&h.path[prefix..]).ok()?;
     // A multipart engine stores files flat: hyper's path refuses the directory.
-    if *mode == HttpMode::Multipart && !dir.is_empty() {
+    if mode == HttpMode::Multipart && !dir.is_empty() {
         return None;
     }
     let permit = app.limits.admit(peer.ip()).ok()?;
     Some(Plan {
-        mode: *mode,
-        engine: engine.clone(),
+        mode,
+        engine,
         route,
         dir,
         boundary,
@@ -225,16 +211,12 @@ struct Form {
     size: u64,
     hasher: Option<Sha256>,
     declared: String,
-    max_file_size: u64,
-    verify_content: bool,
-    checksum: bool,
 }
 
 impl Form {
     fn new(plan: &Plan) -> Self {
         let mut delimiter = b"\r\n--".to_vec();
         delimiter.extend_from_slice(plan.boundary.as_bytes());
-        let rules = &plan.route.route.upload;
         Self {
             scanner: Scanner::new(&plan.boundary, FRAMING_BUDGET as usize),
             finder: memmem::Finder::new(&delimiter).into_owned(),
@@ -248,9 +230,6 @@ impl Form {
             size: 0,
             hasher: None,
             declared: String::new(),
-            max_file_size: rules.max_file_size,
-            verify_content: rules.verify_content,
-            checksum: rules.checksum == Checksum::Sha256,
         }
     }
 
@@ -300,7 +279,7 @@ impl Form {
             if found.is_none() && data < SNIFF_LEN {
                 return Ok(Step::More);
             }
-            if self.verify_content {
+            if rules.verify_content {
                 verify_head(rules, &self.declared, &b[..data.min(SNIFF_LEN)])?;
             }
             self.state = State::File { sniffed: true };
@@ -313,9 +292,9 @@ impl Form {
             });
         }
         self.size += data as u64;
-        if self.size > self.max_file_size {
+        if self.size > rules.max_file_size {
             return Err(Reject::FileTooLarge {
-                limit: self.max_file_size,
+                limit: rules.max_file_size,
             });
         }
         if let Some(h) = self.hasher.as_mut() {
@@ -416,10 +395,10 @@ impl Form {
     }
 
     /// A file part starts: its data comes next.
-    fn start_file(&mut self, declared: &str) {
+    fn start_file(&mut self, declared: &str, checksum: Checksum) {
         self.state = State::File { sniffed: false };
         self.size = 0;
-        self.hasher = self.checksum.then(Sha256::new);
+        self.hasher = (checksum == Checksum::Sha256).then(Sha256::new);
         declared.clone_into(&mut self.declared);
     }
 }
@@ -703,23 +682,13 @@ impl Driver<'_> {
             let (mut s, pooled) = origin
                 .connect(&self.app.raw, attempt > 0, self.app.remotes.connect_timeout)
                 .await?;
-            match tokio::time::timeout(timeout, s.write_all(&out)).await {
-                Ok(Ok(())) => break s,
-                Ok(Err(_)) if pooled && attempt == 0 => attempt += 1,
-                Ok(Err(e)) => {
-                    return Err(Reject::Backend {
-                        status: None,
-                        message: format!("{what}: {e}"),
-                    });
-                }
-                Err(_) => {
-                    return Err(Reject::BackendTimeout(format!(
-                        "{what}: the engine read nothing for {timeout:?}"
-                    )));
-                }
+            match send(&mut s, &out, timeout, &what).await {
+                Ok(()) => break s,
+                Err(Reject::Backend { .. }) if pooled && attempt == 0 => attempt += 1,
+                Err(r) => return Err(r),
             }
         };
-        self.form.start_file(&declared);
+        self.form.start_file(&declared, rules.checksum);
         self.file = Some(File {
             key,
             declared,
@@ -738,16 +707,6 @@ impl Driver<'_> {
             return Err(Reject::Storage("file data without a file".into()));
         };
         let timeout = self.app.remotes.timeout;
-        let what = &f.what;
-        let write_err = |e: Option<io::Error>| match e {
-            Some(e) => Reject::Backend {
-                status: None,
-                message: format!("{what}: {e}"),
-            },
-            None => {
-                Reject::BackendTimeout(format!("{what}: the engine read nothing for {timeout:?}"))
-            }
-        };
         // The chunk's size line, on the stack: a step allocates nothing.
         let mut line = [0u8; 24];
         let len = {
@@ -766,17 +725,9 @@ impl Driver<'_> {
             self.held.advance(n);
             self.left -= n as u64;
             self.read += n as u64;
-            return match tokio::time::timeout(timeout, f.engine.write_all(&out)).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(write_err(Some(e))),
-                Err(_) => Err(write_err(None)),
-            };
+            return send(&mut f.engine, &out, timeout, &f.what).await;
         }
-        match tokio::time::timeout(timeout, f.engine.write_all(&line[..len])).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(write_err(Some(e))),
-            Err(_) => return Err(write_err(None)),
-        }
+        send(&mut f.engine, &line[..len], timeout, &f.what).await?;
         let what = || f.what.clone();
         splice_rest(
             self.app,
@@ -814,20 +765,7 @@ impl Driver<'_> {
         out.extend_from_slice(b"0\r\n\r\n");
         let timeout = self.app.remotes.timeout;
         let what = &f.what;
-        match tokio::time::timeout(timeout, f.engine.write_all(&out)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(Reject::Backend {
-                    status: None,
-                    message: format!("{what}: {e}"),
-                });
-            }
-            Err(_) => {
-                return Err(Reject::BackendTimeout(format!(
-                    "{what}: the engine read nothing for {timeout:?}"
-                )));
-            }
-        }
+        send(&mut f.engine, &out, timeout, what).await?;
         let head =
             match tokio::time::timeout(timeout, upstream::read_head(&mut f.engine, false)).await {
                 Err(_) => {
@@ -871,6 +809,25 @@ impl Driver<'_> {
             obj,
         ));
         Ok(())
+    }
+}
+
+/// Writes to the engine: its error is a 502, its not reading for `timeout` a 504.
+async fn send(
+    engine: &mut TcpStream,
+    bytes: &[u8],
+    timeout: Duration,
+    what: &str,
+) -> Result<(), Reject> {
+    match tokio::time::timeout(timeout, engine.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Reject::Backend {
+            status: None,
+            message: format!("{what}: {e}"),
+        }),
+        Err(_) => Err(Reject::BackendTimeout(format!(
+            "{what}: the engine read nothing for {timeout:?}"
+        ))),
     }
 }
 

@@ -67,26 +67,11 @@ pub struct Plan {
 /// None when hyper should serve the request (a route this path does not
 /// take, or a check that fails: hyper then answers with the rejection).
 pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
-    if !app.settings.splice {
-        return None;
-    }
-    let (route, prefix) = service::route_for(app, h.host, h.path).ok()?;
+    let (route, prefix, engine, mode) = engine_route(app, h)?;
     let rules = &route.route.upload;
-    let (
-        Backend::Http {
-            mode: HttpMode::Put,
-            spool: None,
-            ..
-        },
-        Some(engine),
-    ) = (&route.route.backend, &route.engine)
-    else {
-        return None;
-    };
-    if rules.checksum != Checksum::None || h.len > rules.max_file_size {
+    if mode != HttpMode::Put || rules.checksum != Checksum::None || h.len > rules.max_file_size {
         return None;
     }
-    service::authorize(&route, h.authorization, h.api_key).ok()?;
     let key = filters::parse_key(&h.path[prefix..]).ok()?;
     let name = key.rsplit('/').next().unwrap_or(&key);
     let declared =
@@ -95,7 +80,7 @@ pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
     let target = format!("{}/{}", engine.path, encode_key(&key));
     let permit = app.limits.admit(peer.ip()).ok()?;
     Some(Plan {
-        engine: engine.clone(),
+        engine,
         route,
         key,
         declared,
@@ -104,6 +89,32 @@ pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
         expect_continue: h.expect_continue,
         _permit: permit,
     })
+}
+
+/// What both fast upload paths ask first: splice on, the route, a
+/// `backend.http` without spool whose URL the fast path can use, and the
+/// client allowed on it. Returns the route, its prefix's length, the engine
+/// and the mode.
+pub(super) fn engine_route(
+    app: &App,
+    h: &UploadHead<'_>,
+) -> Option<(Arc<RouteRt>, usize, Arc<Engine>, HttpMode)> {
+    if !app.settings.splice {
+        return None;
+    }
+    let (route, prefix) = service::route_for(app, h.host, h.path).ok()?;
+    let (
+        Backend::Http {
+            mode, spool: None, ..
+        },
+        Some(engine),
+    ) = (&route.route.backend, &route.engine)
+    else {
+        return None;
+    };
+    let (mode, engine) = (*mode, engine.clone());
+    service::authorize(&route, h.authorization, h.api_key).ok()?;
+    Some((route, prefix, engine, mode))
 }
 
 impl Plan {
