@@ -299,6 +299,11 @@ impl<'a> Lowat<'a> {
         Self { socket, set: 1 }
     }
 
+    /// The socket whose low-water mark this is.
+    pub fn socket(&self) -> &'a TcpStream {
+        self.socket
+    }
+
     /// A wakeup once `left` bytes, or `LOWAT` if fewer, are queued.
     pub fn want(&mut self, left: u64) {
         let n = usize::try_from(left).unwrap_or(LOWAT).clamp(1, LOWAT);

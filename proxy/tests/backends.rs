@@ -193,10 +193,11 @@ fn dav_put_round_trip_splice_and_range() {
     let data = random_bytes(3 << 20, 1);
     let f = temp_file(&data);
     let r = curl(&["-T", path_str(f.path()), &p.url("/dav/dir/a.bin")]);
+    // The checksum (sha256, the default) is of every byte: each is peeked at
+    // and hashed, then spliced.
     assert_created_one(&r, "dir/a.bin", &data);
-    // With a checksum to compute, every byte goes through user space.
-    assert_eq!(p.wait_access("PUT", "/dav/dir/a.bin", 201)["via"], "hyper");
-    // Without, past the sniff window the body goes client socket -> pipe -> engine socket.
+    assert_eq!(p.wait_access("PUT", "/dav/dir/a.bin", 201)["via"], "splice");
+    // Without one, past the sniff window the body goes client socket -> pipe -> engine socket.
     let raw = random_bytes(3 << 20, 11);
     let f = temp_file(&raw);
     let r = curl(&["-T", path_str(f.path()), &p.url("/raw/dir/r.bin")]);
@@ -204,7 +205,7 @@ fn dav_put_round_trip_splice_and_range() {
     assert_eq!(r.json()["objects"][0]["key"], "dir/r.bin");
     assert_eq!(r.json()["objects"][0]["size"], 3 << 20);
     assert_eq!(p.wait_access("PUT", "/raw/dir/r.bin", 201)["via"], "splice");
-    assert_eq!(p.metric(r#"sluice_uploads_total{path="splice"}"#), 1.0);
+    assert_eq!(p.metric(r#"sluice_uploads_total{path="splice"}"#), 2.0);
     assert!(
         std::fs::read(engine.root.join("store/dir/r.bin")).expect("stored on nginx") == raw,
         "spliced upload stored different bytes"
@@ -232,8 +233,8 @@ fn dav_put_round_trip_splice_and_range() {
     );
     // Its file data is spliced as well, once peeked at for the next boundary.
     assert_eq!(p.wait_access("POST", "/dav/", 201)["via"], "splice");
-    assert_eq!(p.metric(r#"sluice_uploads_total{path="copy"}"#), 1.0);
-    assert_eq!(p.metric(r#"sluice_uploads_total{path="splice"}"#), 2.0);
+    assert_eq!(p.metric(r#"sluice_uploads_total{path="copy"}"#), 0.0);
+    assert_eq!(p.metric(r#"sluice_uploads_total{path="splice"}"#), 3.0);
 
     // Small files fit in the bytes read with the head: several on one connection.
     let urls: Vec<String> = (0..3).map(|i| p.url(&format!("/raw/s{i}.txt"))).collect();
@@ -649,31 +650,88 @@ async fn dav_engine_killed_mid_upload_is_502_and_nothing_stored() {
     }
 }
 
-/// A client gone mid-body on the fast path: the engine gets a truncated PUT and
-/// stores nothing; a client that answers `Expect: 100-continue` gets its 100 first.
+/// A client gone mid-body on the fast path, hashed or not: the engine gets a
+/// truncated PUT and stores nothing; a client that answers `Expect:
+/// 100-continue` gets its 100 first.
 #[test]
 fn raw_put_cut_by_the_client_leaves_nothing() {
     let engine = engines::nginx();
     let p = Proxy::start(Some(&dav_policies(&engine)), &[]);
-    let mut raw = Raw::connect(p.addr);
-    raw.send(
-        b"PUT /raw/cut.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\nExpect: 100-continue\r\n\r\n",
-    );
-    let cont = raw.read_response();
-    assert_eq!(cont.status, 100, "{}", cont.text());
-    raw.send(&random_bytes(1 << 20, 12));
-    p.wait_in_flight(1.0);
-    drop(raw);
-    let line = p.wait_access("PUT", "/raw/cut.bin", 400);
-    assert_eq!(line["rule"], "client_aborted");
-    assert_eq!(line["via"], "splice");
-    p.wait_in_flight(0.0);
+    for route in ["/raw/", "/dav/"] {
+        let path = format!("{route}cut.bin");
+        let mut raw = Raw::connect(p.addr);
+        raw.send(
+            format!(
+                "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\nExpect: 100-continue\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let cont = raw.read_response();
+        assert_eq!(cont.status, 100, "{}", cont.text());
+        raw.send(&random_bytes(1 << 20, 12));
+        p.wait_in_flight(1.0);
+        drop(raw);
+        let line = p.wait_access("PUT", &path, 400);
+        assert_eq!(line["rule"], "client_aborted", "{path}");
+        assert_eq!(line["via"], "splice", "{path}");
+        p.wait_in_flight(0.0);
+    }
     assert_eq!(
         files_under(&engine.root),
         Vec::<String>::new(),
         "nothing stored on nginx"
     );
     assert_eq!(p.metric(r#"sluice_uploads_total{path="splice"}"#), 0.0);
+}
+
+/// With a checksum, the fast path peeks at what is queued, hashes it, then
+/// splices exactly that. Whatever pieces the body comes in (inside the sniff
+/// window, across it, fewer bytes than the low-water mark for longer than the
+/// patience, whole windows), every byte is hashed once and stored once.
+#[test]
+fn hashed_put_in_pieces_hashes_every_byte_once() {
+    let engine = engines::nginx();
+    let p = Proxy::start(Some(&dav_policies(&engine)), &[]);
+    let data = random_bytes(3 << 20, 14);
+    const W: usize = 256 * 1024;
+    let plans: [&[usize]; 5] = [
+        &[],
+        &[100, 8191, 8193],
+        &[9000, 20_000, 300_000, 300_001, 1 << 20],
+        &[8192 + W, 8192 + 2 * W, 8192 + 2 * W + 1],
+        &[8192, 8192 + W - 1, (3 << 20) - 1],
+    ];
+    let mut raw = Raw::connect(p.addr);
+    for (i, cuts) in plans.iter().enumerate() {
+        let path = format!("/dav/pieces/{i}.bin");
+        raw.send(
+            format!(
+                "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                data.len()
+            )
+            .as_bytes(),
+        );
+        let mut at = 0;
+        for (k, &c) in cuts.iter().enumerate() {
+            raw.send(&data[at..c]);
+            // Under the patience, then over it.
+            std::thread::sleep(Duration::from_millis(if k % 2 == 0 { 50 } else { 250 }));
+            at = c;
+        }
+        raw.send(&data[at..]);
+        let r = raw.read_response();
+        assert_created_one(&r, &format!("pieces/{i}.bin"), &data);
+        assert_eq!(p.wait_access("PUT", &path, 201)["via"], "splice", "{path}");
+        assert!(
+            std::fs::read(engine.root.join(format!("store/pieces/{i}.bin"))).expect("stored")
+                == data,
+            "{path}: stored bytes differ"
+        );
+    }
+    assert_eq!(
+        p.metric(r#"sluice_uploads_total{path="splice"}"#),
+        plans.len() as f64
+    );
 }
 
 /// The spliced PUT waits for a low-water mark of bytes before it wakes; a

@@ -31,7 +31,6 @@
 //! DELETE), as on the hyper path. The multipart mode has the hyper path's
 //! caveat: some upload servers keep what they got of a truncated upload.
 
-use std::cell::RefCell;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +45,7 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use super::multipart::{self, Bad, Event, PartHead, Scanner};
+use super::peek;
 use super::splice::{Body, Failed, UploadHead, engine_route, failed, reuse, snippet, splice_rest};
 use super::{
     FRAMING_BUDGET, MAX_FIELD_BYTES, MAX_FIELDS, Stored, StoredObject, commit, file_part,
@@ -59,7 +59,7 @@ use crate::error::Reject;
 use crate::filters::SNIFF_LEN;
 use crate::limits::{BodyError, Permit};
 use crate::runtime::{Engine, RouteRt};
-use crate::zerocopy::{LOWAT, Lowat, PATIENCE};
+use crate::zerocopy::Lowat;
 
 /// A POST the fast path takes: every check that needs no body byte has passed.
 pub struct Plan {
@@ -104,15 +104,6 @@ impl Plan {
     pub fn policy(&self) -> &str {
         &self.route.route.policy
     }
-}
-
-/// Most bytes one step looks at: one peek, at most one splice.
-const WINDOW: usize = LOWAT;
-
-thread_local! {
-    /// What a peek copies out, looked at synchronously and left there: one
-    /// window per runtime thread, whatever the number of uploads.
-    static PEEKED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Moves the body to the engine; true when part of it was spliced. `buf` holds
@@ -474,8 +465,6 @@ impl Driver<'_> {
         let plan = self.plan;
         let rules = &plan.route.route.upload;
         let pace = self.app.settings.pace;
-        let mut quiet_since = Instant::now();
-        let mut seen = 0usize;
         loop {
             if !self.held.is_empty() || self.left == 0 {
                 let n = usize::try_from(self.left)
@@ -489,61 +478,25 @@ impl Driver<'_> {
                 continue;
             }
             // File data: one wakeup per window, not per segment.
-            lowat.want(match self.form.state {
+            let wake = match self.form.state {
                 State::File { sniffed: true } => self.left,
                 _ => 1,
-            });
-            let woke = tokio::time::timeout(PATIENCE.min(pace.idle), self.client.readable()).await;
-            let woke = match woke {
-                Ok(r) => {
-                    r.map_err(|e| Reject::ClientAborted(e.to_string()))?;
-                    true
-                }
-                Err(_) => false,
             };
-            let want = usize::try_from(self.left).unwrap_or(WINDOW).min(WINDOW);
-            let left = self.left;
             let form = &mut self.form;
-            let mut got = 0usize;
-            let mut peek = || -> io::Result<Result<Step, Reject>> {
-                PEEKED.with_borrow_mut(|buf| {
-                    if buf.len() < WINDOW {
-                        buf.resize(WINDOW, 0);
-                    }
-                    let (_, n) = rustix::net::recv(self.client, &mut buf[..want], RecvFlags::PEEK)?;
-                    got = n;
-                    if n == 0 {
-                        return Ok(Err(Reject::ClientAborted(
-                            "client closed before the end of the body".into(),
-                        )));
-                    }
-                    match form.decide(&buf[..n], n as u64 == left, rules) {
-                        // Readiness is cleared only if nothing arrived meanwhile.
-                        Ok(Step::More) => Err(io::ErrorKind::WouldBlock.into()),
-                        r => Ok(r),
-                    }
-                })
-            };
-            // Past the patience the reactor may not call the socket readable
-            // (fewer bytes than the low-water mark): ask the kernel itself.
-            let r = if woke {
-                self.client.try_io(Interest::READABLE, peek)
-            } else {
-                peek()
-            };
-            match r {
-                Ok(Ok(s)) => return Ok((s, Src::Socket)),
-                Ok(Err(r)) => return Err(r),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(Reject::ClientAborted(e.to_string())),
-            }
-            if got > seen {
-                seen = got;
-                quiet_since = Instant::now();
-            } else if quiet_since.elapsed() >= pace.idle {
-                return Err(BodyError::Idle(pace.idle).into());
-            }
-            pace.check(self.read + got as u64, self.started.elapsed())?;
+            let step = peek::peek(
+                lowat,
+                wake,
+                self.left,
+                pace,
+                self.read,
+                self.started,
+                |b, end| match form.decide(b, end, rules)? {
+                    Step::More => Ok(None),
+                    s => Ok(Some(s)),
+                },
+            )
+            .await?;
+            return Ok((step, Src::Socket));
         }
     }
 
@@ -586,11 +539,8 @@ impl Driver<'_> {
                 .await
                 .map_err(|e| Reject::ClientAborted(e.to_string()))?;
             let r = self.client.try_io(Interest::READABLE, || {
-                PEEKED.with_borrow_mut(|buf| {
-                    if buf.len() < WINDOW {
-                        buf.resize(WINDOW, 0);
-                    }
-                    let k = (n - done).min(WINDOW);
+                peek::with_window(|buf| {
+                    let k = (n - done).min(buf.len());
                     rustix::net::recv(self.client, &mut buf[..k], RecvFlags::empty())
                         .map(|(_, k)| k)
                         .map_err(io::Error::from)

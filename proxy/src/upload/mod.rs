@@ -32,6 +32,7 @@ use multipart::{Multipart, MultipartError};
 
 pub mod form;
 pub mod multipart;
+mod peek;
 pub mod splice;
 
 /// Largest part header block, and largest preamble.

@@ -1,15 +1,19 @@
 //! Raw PUT on the fast path: past the sniff window the body moves client
-//! socket -> pipe -> engine socket with splice(2), never entering user space.
+//! socket -> pipe -> engine socket with splice(2), never entering user space
+//! (or, with `checksum: sha256`, entering it once, read-only, to be hashed).
 //!
 //! ```text
 //!   server.rs parsed a plain HTTP/1.1 PUT with Content-Length
-//!   plan: route is backend.http put, no spool, checksum none, splice on;
-//!         route, auth, key, declared type and extension, Content-Length within
-//!         maxFileSize, admission -- anything else: None, hyper serves the request
+//!   plan: route is backend.http put, no spool, splice on; route, auth, key,
+//!         declared type and extension, Content-Length within maxFileSize,
+//!         admission -- anything else: None, hyper serves the request
 //!         (and gives the same answer, or the same rejection)
 //!   100 Continue if asked -> first SNIFF_LEN bytes read, sniffed, checked
 //!   -> engine socket (RawPool): PUT head with Content-Length, the bytes read
-//!   -> the rest spliced: client socket -> pooled pipe -> engine socket
+//!   -> the rest: checksum none: spliced client socket -> pooled pipe -> engine
+//!                socket in one go
+//!                sha256: per window, a peek at what is queued (upload::peek),
+//!                hashed, then exactly those bytes spliced
 //!   -> the engine's answer: 2xx -> 201 {"objects": [...]}, else 502 / 504
 //! ```
 //! Exactly Content-Length bytes are moved, so the size rule holds without
@@ -25,10 +29,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use sha2::{Digest, Sha256};
 use sluice_policy::{Backend, Checksum, HttpMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::peek;
 use super::{Stored, StoredObject, check_declared, verify_head};
 use crate::App;
 use crate::backend::http::encode_key;
@@ -38,7 +44,7 @@ use crate::filters::{self, SNIFF_LEN};
 use crate::limits::{BodyError, Permit};
 use crate::runtime::{Engine, RouteRt};
 use crate::service;
-use crate::zerocopy::{Ends, SpliceError};
+use crate::zerocopy::{Ends, Lowat, SpliceError};
 
 /// What the fast path read from an upload's head (PUT or POST).
 pub struct UploadHead<'a> {
@@ -61,6 +67,8 @@ pub struct Plan {
     target: String,
     len: u64,
     expect_continue: bool,
+    /// `checksum: sha256`: every byte is peeked at (and hashed) before it is spliced.
+    hash: bool,
     _permit: Permit,
 }
 
@@ -69,7 +77,7 @@ pub struct Plan {
 pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
     let (route, prefix, engine, mode) = engine_route(app, h)?;
     let rules = &route.route.upload;
-    if mode != HttpMode::Put || rules.checksum != Checksum::None || h.len > rules.max_file_size {
+    if mode != HttpMode::Put || h.len > rules.max_file_size {
         return None;
     }
     let key = filters::parse_key(&h.path[prefix..]).ok()?;
@@ -78,6 +86,7 @@ pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
         super::declared_put_type(h.content_type.and_then(|c| std::str::from_utf8(c).ok()));
     check_declared(rules, name, &declared).ok()?;
     let target = format!("{}/{}", engine.path, encode_key(&key));
+    let hash = rules.checksum == Checksum::Sha256;
     let permit = app.limits.admit(peer.ip()).ok()?;
     Some(Plan {
         engine,
@@ -87,6 +96,7 @@ pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
         target,
         len: h.len,
         expect_continue: h.expect_continue,
+        hash,
         _permit: permit,
     })
 }
@@ -192,6 +202,11 @@ pub async fn run(
             .map_err(failed(partial(&held)))?;
     }
 
+    let mut hasher = plan.hash.then(Sha256::new);
+    if let Some(h) = hasher.as_mut() {
+        h.update(&held);
+    }
+
     let origin = &plan.engine.origin;
     let what = || format!("PUT http://{}{}", origin.authority, plan.target);
     let mut out = request_head(origin, &plan);
@@ -222,19 +237,25 @@ pub async fn run(
             }
             Ok(Ok(())) => {}
         }
-        if rest > 0 {
-            let already = held.len() as u64;
-            splice_rest(
-                app,
-                stream,
-                &mut engine,
-                already,
-                rest,
-                started,
-                &what,
-                false,
-            )
-            .await?;
+        let already = held.len() as u64;
+        match hasher.as_mut() {
+            _ if rest == 0 => {}
+            None => {
+                splice_rest(
+                    app,
+                    stream,
+                    &mut engine,
+                    already,
+                    rest,
+                    started,
+                    &what,
+                    false,
+                )
+                .await?;
+            }
+            Some(h) => {
+                hash_and_splice(app, stream, &mut engine, h, already, rest, started, &what).await?;
+            }
         }
         let answer = tokio::time::timeout(timeout, upstream::read_head(&mut engine, false)).await;
         let head = match answer {
@@ -266,7 +287,7 @@ pub async fn run(
                 key: plan.key,
                 size: len,
                 content_type: plan.declared,
-                sha256: None,
+                sha256: hasher.map(|h| hex::encode(h.finalize())),
             }],
         };
         return Ok((stored, rest > 0));
@@ -275,6 +296,37 @@ pub async fn run(
         status: None,
         message: format!("{}: no usable connection", what()),
     }))
+}
+
+/// Moves `rest` body bytes to the engine, each hashed on the way: a peek at
+/// what is queued (up to a window), hashed, then exactly those bytes spliced.
+#[allow(clippy::too_many_arguments)]
+async fn hash_and_splice(
+    app: &App,
+    client: &TcpStream,
+    engine: &mut TcpStream,
+    hasher: &mut Sha256,
+    already: u64,
+    rest: u64,
+    started: Instant,
+    what: &(dyn Fn() -> String + Sync),
+) -> Result<(), Failed> {
+    let pace = app.settings.pace;
+    let mut lowat = Lowat::new(client);
+    let mut read = already;
+    let end = already + rest;
+    while read < end {
+        let left = end - read;
+        let n = peek::peek(&mut lowat, left, left, pace, read, started, |b, _| {
+            hasher.update(b);
+            Ok(Some(b.len() as u64))
+        })
+        .await
+        .map_err(failed(Body::Partial))?;
+        splice_rest(app, client, engine, read, n, started, what, true).await?;
+        read += n;
+    }
+    Ok(())
 }
 
 fn request_head(origin: &Origin, plan: &Plan) -> Vec<u8> {
