@@ -16,6 +16,8 @@
 //! Both checks lean towards rejecting: an odd but honest file may be refused,
 //! a mislabelled one should not get through.
 
+use std::borrow::Cow;
+
 use percent_encoding::percent_decode_str;
 
 /// Longest filename kept after sanitising, in bytes. Filesystems cap a name
@@ -265,19 +267,26 @@ fn pattern_matches(pattern: &str, ty: &str, sub: &str) -> bool {
 /// Lowercase "type/subtype[+suffix]" of a content type, params dropped; None
 /// when it isn't `token/token`. Parsed by hand rather than with the `mime`
 /// crate, which refuses common header spellings like "image/png ; q=1".
-fn essence(ct: &str) -> Option<String> {
+fn essence(ct: &str) -> Option<Cow<'_, str>> {
     let essence = ct.split(';').next().unwrap_or("").trim();
     let (ty, sub) = essence.split_once('/')?;
     let is_token = |s: &str| !s.is_empty() && s.bytes().all(is_tchar);
     if !is_token(ty) || !is_token(sub) {
         return None;
     }
-    Some(essence.to_ascii_lowercase())
+    Some(if essence.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(essence.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(essence)
+    })
 }
 
 /// RFC 9110 token characters.
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    matches!(b,
+        b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z'
+        | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
+        | b'`' | b'|' | b'~')
 }
 
 /// Empty allowlist = everything allowed; entries are lowercase without dots
@@ -290,9 +299,13 @@ pub fn extension_allowed(allowlist: &[String], filename: &str) -> bool {
     let Some(ext) = extension(filename) else {
         return false;
     };
-    allowlist
-        .iter()
-        .any(|a| a.trim().trim_start_matches('.').to_lowercase() == ext)
+    allowlist.iter().any(|a| {
+        a.trim()
+            .trim_start_matches('.')
+            .chars()
+            .flat_map(char::to_lowercase)
+            .eq(ext.chars())
+    })
 }
 
 /// Bytes of a part to buffer before sniffing. Most of `infer`'s signatures

@@ -12,7 +12,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    /// The standard methods; any other a client sends counts as `other`.
+    pub method: &'static str,
     pub policy: String,
     pub status: u16,
 }
@@ -25,7 +26,7 @@ pub struct RuleLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PathLabels {
     /// `sendfile` or `splice` (zero-copy fast paths) or `copy` (through user-space buffers).
-    pub path: String,
+    pub path: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -19,7 +19,8 @@
 //! The fast path answers with the same `download::answer` and `Reject`s as
 //! hyper, so the two differ only in how bytes reach the socket.
 
-use std::io;
+use std::cell::RefCell;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -466,15 +467,9 @@ async fn serve_upload(
     plan: Upload,
 ) -> bool {
     let started = Instant::now();
-    let (policy, ran) = match plan {
-        Upload::Put(p) => (
-            p.policy().to_string(),
-            upload::splice::run(app, stream, buf, p).await,
-        ),
-        Upload::Post(p) => (
-            p.policy().to_string(),
-            upload::form::run(app, stream, buf, p).await,
-        ),
+    let (route, ran) = match plan {
+        Upload::Put(p) => (p.route(), upload::splice::run(app, stream, buf, p).await),
+        Upload::Post(p) => (p.route(), upload::form::run(app, stream, buf, p).await),
     };
     let (status, bytes, rule, keep, via) = match ran {
         Ok((stored, spliced)) => {
@@ -482,7 +477,7 @@ async fn serve_upload(
             scratch.clear();
             status_line(scratch, 201);
             push_header(scratch, "content-type", "application/json");
-            push_header(scratch, "content-length", &body.len().to_string());
+            push_number(scratch, "content-length", body.len() as u64);
             finish_head(scratch, req.keep_alive);
             scratch.extend_from_slice(&body);
             let ok = stream.write_all(scratch).await.is_ok();
@@ -510,7 +505,7 @@ async fn serve_upload(
         Done {
             method: req.method,
             path: &req.path,
-            policy: &policy,
+            policy: &route.route.policy,
             status,
             bytes,
             rule,
@@ -567,9 +562,7 @@ async fn send_file(
     if head {
         return (status, 0, keep_alive);
     }
-    let labels = PathLabels {
-        path: "sendfile".into(),
-    };
+    let labels = PathLabels { path: "sendfile" };
     app.metrics.download_responses.get_or_create(&labels).inc();
     match zerocopy::sendfile(stream, &file, start, len, app.settings.idle_timeout).await {
         Ok(n) => {
@@ -588,7 +581,12 @@ pub(crate) fn status_line(out: &mut Vec<u8>, status: u16) {
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
-    out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+}
+
+/// A header whose value is a number, written without a String in between.
+pub(crate) fn push_number(out: &mut Vec<u8>, k: &str, v: u64) {
+    let _ = write!(out, "{k}: {v}\r\n");
 }
 
 pub(crate) fn push_header(out: &mut Vec<u8>, k: &str, v: &str) {
@@ -599,11 +597,32 @@ pub(crate) fn push_header(out: &mut Vec<u8>, k: &str, v: &str) {
 }
 
 pub(crate) fn finish_head(out: &mut Vec<u8>, keep_alive: bool) {
-    push_header(out, "date", &httpdate::fmt_http_date(SystemTime::now()));
+    out.extend_from_slice(b"date: ");
+    http_date(out);
+    out.extend_from_slice(b"\r\n");
     if !keep_alive {
         push_header(out, "connection", "close");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the current IMF-fixdate, formatted once per second per thread.
+fn http_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: RefCell<(u64, Vec<u8>)> = const { RefCell::new((0, Vec::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != secs || text.is_empty() {
+            text.clear();
+            let _ = write!(text, "{}", httpdate::HttpDate::from(now));
+            *at = secs;
+        }
+        out.extend_from_slice(text);
+    });
 }
 
 async fn write_reject(
@@ -619,7 +638,7 @@ async fn write_reject(
         push_header(scratch, k, &v);
     }
     push_header(scratch, "content-type", "application/json");
-    push_header(scratch, "content-length", &body.len().to_string());
+    push_number(scratch, "content-length", body.len() as u64);
     finish_head(scratch, keep_alive);
     scratch.extend_from_slice(&body);
     stream.write_all(scratch).await

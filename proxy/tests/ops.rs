@@ -51,6 +51,14 @@ fn metrics_count_requests_and_rejections() {
         405,
         "method_not_allowed",
     );
+    // A method of the client's invention is not a label of its own.
+    for m in ["BREW", "WHEN"] {
+        assert_reject(
+            &curl(&["-X", m, &p.url("/files/x")]),
+            405,
+            "method_not_allowed",
+        );
+    }
     let data = random_bytes(777, 60);
     assert_created_one(&put(&p, "/files/m.bin", &data), "m.bin", &data);
 
@@ -59,8 +67,13 @@ fn metrics_count_requests_and_rejections() {
     assert_eq!(get("sluice_rejections_total{rule=\"no_route\"}"), 2.0);
     assert_eq!(
         get("sluice_rejections_total{rule=\"method_not_allowed\"}"),
-        1.0
+        3.0
     );
+    assert_eq!(
+        get("sluice_requests_total{method=\"other\",policy=\"default/default\",status=\"405\"}"),
+        2.0
+    );
+    assert!(!m.contains("BREW") && !m.contains("WHEN"), "{m}");
     assert_eq!(
         get("sluice_requests_total{method=\"GET\",policy=\"\",status=\"404\"}"),
         2.0

@@ -59,10 +59,19 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'|');
 
 pub fn encode_key(key: &str) -> String {
-    key.split('/')
-        .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
-        .collect::<Vec<_>>()
-        .join("/")
+    let mut out = String::with_capacity(key.len() + 8);
+    push_encoded_key(&mut out, key);
+    out
+}
+
+/// Appends `key` percent-encoded segment by segment (its slashes kept).
+pub fn push_encoded_key(out: &mut String, key: &str) {
+    for (i, s) in key.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.extend(utf8_percent_encode(s, SEGMENT));
+    }
 }
 
 pub fn client(connect_timeout: Duration) -> Client {

@@ -190,9 +190,7 @@ pub async fn via_hyper(
         return Ok((b.body(empty).unwrap_or_default(), 0));
     }
     let permit = app.limits.admit(peer.ip())?;
-    let labels = PathLabels {
-        path: "copy".into(),
-    };
+    let labels = PathLabels { path: "copy" };
     app.metrics.download_responses.get_or_create(&labels).inc();
     let counter = app.metrics.download_bytes.get_or_create(&labels).clone();
     let stream = BodyStream::new(resp.into_body()).map(move |r| {
@@ -305,7 +303,7 @@ pub async fn via_fast(
     };
     let via = if path == "none" { "relay" } else { path };
     if path != "none" {
-        let labels = PathLabels { path: path.into() };
+        let labels = PathLabels { path };
         app.metrics.download_responses.get_or_create(&labels).inc();
         if let Ok(n) = &result {
             app.metrics.download_bytes.get_or_create(&labels).inc_by(*n);

@@ -18,7 +18,7 @@ use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
@@ -124,9 +124,16 @@ impl Origin {
         })
     }
 
-    /// The request head: request line, host, user-agent, `headers`, blank line.
-    pub fn head(&self, method: &str, target: &str, headers: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut head = Vec::with_capacity(256);
+    /// The request head: request line, host, user-agent, `headers`, blank
+    /// line; with room for `body` more bytes.
+    pub fn head<'h>(
+        &self,
+        method: &str,
+        target: &str,
+        headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+        body: usize,
+    ) -> Vec<u8> {
+        let mut head = Vec::with_capacity(256 + body);
         for part in [
             method,
             " ",
@@ -187,7 +194,7 @@ pub async fn request(
     timeout: Duration,
 ) -> Result<Upstream, Reject> {
     let origin = Origin::of(url)?;
-    let head = origin.head(method, &target(url), headers);
+    let head = origin.head(method, &target(url), headers.iter().copied(), 0);
     let what = || {
         format!(
             "{method} {}://{}{}",
@@ -249,7 +256,19 @@ impl Head {
 
 /// Reads a response head; `is_head`: the request was HEAD, so no body follows.
 pub async fn read_head(stream: &mut TcpStream, is_head: bool) -> io::Result<Head> {
-    let mut buf = BytesMut::with_capacity(4096);
+    read(stream, is_head, true).await
+}
+
+/// Reads an engine's answer to an upload: its status, framing and first body
+/// bytes, not its headers (nothing of them is passed on). Small answers cost
+/// one small buffer.
+pub async fn read_answer(stream: &mut TcpStream) -> io::Result<Head> {
+    read(stream, false, false).await
+}
+
+async fn read(stream: &mut TcpStream, is_head: bool, keep_headers: bool) -> io::Result<Head> {
+    // A download's head comes with body bytes worth taking in the same read.
+    let mut buf = BytesMut::with_capacity(if keep_headers { 4096 } else { 512 });
     loop {
         if stream.read_buf(&mut buf).await? == 0 {
             return Err(io::Error::new(
@@ -280,16 +299,11 @@ pub async fn read_head(stream: &mut TcpStream, is_head: bool) -> io::Result<Head
             Ok(httparse::Status::Complete(n)) => {
                 let status = resp.code.unwrap_or(0);
                 let http10 = resp.version == Some(0);
-                let headers: Vec<(String, Vec<u8>)> = resp
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-                    .collect();
                 let get = |name: &str| {
-                    headers
+                    resp.headers
                         .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.as_slice())
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| h.value)
                 };
                 let close = get("connection").is_some_and(|v| {
                     v.split(|b| *b == b',')
@@ -313,7 +327,16 @@ pub async fn read_head(stream: &mut TcpStream, is_head: bool) -> io::Result<Head
                         Framing::Close
                     };
                 let keep_alive = !close && !http10 && framing != Framing::Close;
-                let _ = buf.split_to(n);
+                let headers: Vec<(String, Vec<u8>)> = if keep_headers {
+                    resp.headers
+                        .iter()
+                        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                // Not split_to: that would make the buffer shared (an allocation).
+                buf.advance(n);
                 return Ok(Head {
                     status,
                     headers,

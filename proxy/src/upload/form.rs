@@ -101,8 +101,9 @@ pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
 }
 
 impl Plan {
-    pub fn policy(&self) -> &str {
-        &self.route.route.policy
+    /// The route, for the access log once the plan is spent.
+    pub fn route(&self) -> Arc<RouteRt> {
+        self.route.clone()
     }
 }
 
@@ -616,7 +617,7 @@ impl Driver<'_> {
             form_type.as_deref().unwrap_or(&declared).as_bytes(),
         ));
         headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
-        let mut out = origin.head(method, &target, &headers);
+        let mut out = origin.head(method, &target, headers.iter().copied(), 0);
         if let Some(p) = &prefix {
             chunk_line(&mut out, false, p.len());
             out.extend_from_slice(p.as_bytes());
@@ -716,21 +717,20 @@ impl Driver<'_> {
         let timeout = self.app.remotes.timeout;
         let what = &f.what;
         send(&mut f.engine, &out, timeout, what).await?;
-        let head =
-            match tokio::time::timeout(timeout, upstream::read_head(&mut f.engine, false)).await {
-                Err(_) => {
-                    return Err(Reject::BackendTimeout(format!(
-                        "{what}: no answer within {timeout:?}"
-                    )));
-                }
-                Ok(Err(e)) => {
-                    return Err(Reject::Backend {
-                        status: None,
-                        message: format!("{what}: {e}"),
-                    });
-                }
-                Ok(Ok(h)) => h,
-            };
+        let head = match tokio::time::timeout(timeout, upstream::read_answer(&mut f.engine)).await {
+            Err(_) => {
+                return Err(Reject::BackendTimeout(format!(
+                    "{what}: no answer within {timeout:?}"
+                )));
+            }
+            Ok(Err(e)) => {
+                return Err(Reject::Backend {
+                    status: None,
+                    message: format!("{what}: {e}"),
+                });
+            }
+            Ok(Ok(h)) => h,
+        };
         let status = head.status;
         // As on the hyper path: upload servers answer a stored form with 303 See Other.
         let see_other = self.plan.mode == HttpMode::Multipart && status == 303;

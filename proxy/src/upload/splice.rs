@@ -23,7 +23,7 @@
 //! in one write; it is the common case for request rate, and it skips hyper's
 //! connection, task and body channel on both sides.
 
-use std::io;
+use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ use tokio::net::TcpStream;
 use super::peek;
 use super::{Stored, StoredObject, check_declared, verify_head};
 use crate::App;
-use crate::backend::http::encode_key;
+use crate::backend::http::push_encoded_key;
 use crate::download::upstream::{self, Framing, Head, Origin};
 use crate::error::Reject;
 use crate::filters::{self, SNIFF_LEN};
@@ -85,7 +85,10 @@ pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
     let declared =
         super::declared_put_type(h.content_type.and_then(|c| std::str::from_utf8(c).ok()));
     check_declared(rules, name, &declared).ok()?;
-    let target = format!("{}/{}", engine.path, encode_key(&key));
+    let mut target = String::with_capacity(engine.path.len() + key.len() + 16);
+    target.push_str(&engine.path);
+    target.push('/');
+    push_encoded_key(&mut target, &key);
     let hash = rules.checksum == Checksum::Sha256;
     let permit = app.limits.admit(peer.ip()).ok()?;
     Some(Plan {
@@ -128,8 +131,9 @@ pub(super) fn engine_route(
 }
 
 impl Plan {
-    pub fn policy(&self) -> &str {
-        &self.route.route.policy
+    /// The route, for the access log once the plan is spent.
+    pub fn route(&self) -> Arc<RouteRt> {
+        self.route.clone()
     }
 }
 
@@ -209,8 +213,7 @@ pub async fn run(
 
     let origin = &plan.engine.origin;
     let what = || format!("PUT http://{}{}", origin.authority, plan.target);
-    let mut out = request_head(origin, &plan);
-    out.extend_from_slice(&held);
+    let head = request_head(origin, &plan);
     let rest = len - held.len() as u64;
     let timeout = app.remotes.timeout;
 
@@ -221,7 +224,7 @@ pub async fn run(
             .connect(&app.raw, attempt > 0, app.remotes.connect_timeout)
             .await
             .map_err(failed(partial(&held)))?;
-        match tokio::time::timeout(timeout, engine.write_all(&out)).await {
+        match tokio::time::timeout(timeout, write_both(&mut engine, &head, &held)).await {
             Err(_) => {
                 return Err(failed(partial(&held))(Reject::BackendTimeout(format!(
                     "{}: the engine read nothing for {timeout:?}",
@@ -257,7 +260,7 @@ pub async fn run(
                 hash_and_splice(app, stream, &mut engine, h, already, rest, started, &what).await?;
             }
         }
-        let answer = tokio::time::timeout(timeout, upstream::read_head(&mut engine, false)).await;
+        let answer = tokio::time::timeout(timeout, upstream::read_answer(&mut engine)).await;
         let head = match answer {
             Err(_) => {
                 return Err(failed(Body::Read)(Reject::BackendTimeout(format!(
@@ -329,16 +332,43 @@ async fn hash_and_splice(
     Ok(())
 }
 
-fn request_head(origin: &Origin, plan: &Plan) -> Vec<u8> {
-    let length = plan.len.to_string();
-    let mut headers: Vec<(&str, &[u8])> = vec![
-        ("content-type", plan.declared.as_bytes()),
-        ("content-length", length.as_bytes()),
-    ];
-    if let Backend::Http { headers: extra, .. } = &plan.route.route.backend {
-        headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+/// Writes `a` then `b`, in one writev(2) when the socket takes both.
+async fn write_both(s: &mut TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < a.len() + b.len() {
+        let n = if done < a.len() {
+            s.write_vectored(&[IoSlice::new(&a[done..]), IoSlice::new(b)])
+                .await?
+        } else {
+            s.write(&b[done - a.len()..]).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        done += n;
     }
-    origin.head("PUT", &plan.target, &headers)
+    Ok(())
+}
+
+/// The engine request's head.
+fn request_head(origin: &Origin, plan: &Plan) -> Vec<u8> {
+    let mut length = [0u8; 20];
+    let n = {
+        let mut w = &mut length[..];
+        let _ = write!(w, "{}", plan.len);
+        20 - w.len()
+    };
+    let extra = match &plan.route.route.backend {
+        Backend::Http { headers, .. } => &headers[..],
+        _ => &[],
+    };
+    let headers = [
+        ("content-type", plan.declared.as_bytes()),
+        ("content-length", &length[..n]),
+    ]
+    .into_iter()
+    .chain(extra.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+    origin.head("PUT", &plan.target, headers, 0)
 }
 
 /// Splices `rest` body bytes from the client to the engine; `already` were
@@ -391,11 +421,9 @@ pub(super) async fn splice_rest(
         }
         Err(SpliceError::Write(e)) => {
             // The engine stopped reading: it may have answered (a 4xx/5xx of its own).
-            let early = tokio::time::timeout(
-                Duration::from_millis(200),
-                upstream::read_head(engine, false),
-            )
-            .await;
+            let early =
+                tokio::time::timeout(Duration::from_millis(200), upstream::read_answer(engine))
+                    .await;
             Err(failed(Body::Partial)(match early {
                 Ok(Ok(head)) => Reject::Backend {
                     status: Some(head.status),
