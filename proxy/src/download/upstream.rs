@@ -124,16 +124,14 @@ impl Origin {
         })
     }
 
-    /// The request head: request line, host, user-agent, `headers`, blank
-    /// line; with room for `body` more bytes.
+    /// The request head: request line, host, user-agent, `headers`, blank line.
     pub fn head<'h>(
         &self,
         method: &str,
         target: &str,
         headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
-        body: usize,
     ) -> Vec<u8> {
-        let mut head = Vec::with_capacity(256 + body);
+        let mut head = Vec::with_capacity(256);
         for part in [
             method,
             " ",
@@ -194,7 +192,7 @@ pub async fn request(
     timeout: Duration,
 ) -> Result<Upstream, Reject> {
     let origin = Origin::of(url)?;
-    let head = origin.head(method, &target(url), headers.iter().copied(), 0);
+    let head = origin.head(method, &target(url), headers.iter().copied());
     let what = || {
         format!(
             "{method} {}://{}{}",

@@ -46,7 +46,9 @@ use tokio::net::TcpStream;
 
 use super::multipart::{self, Bad, Event, PartHead, Scanner};
 use super::peek;
-use super::splice::{Body, Failed, UploadHead, engine_route, failed, reuse, snippet, splice_rest};
+use super::splice::{
+    Body, Failed, UploadHead, engine_route, failed, reuse, send_continue, snippet, splice_rest,
+};
 use super::{
     FRAMING_BUDGET, MAX_FIELD_BYTES, MAX_FIELDS, Stored, StoredObject, commit, file_part,
     upload_dir, verify_head,
@@ -115,13 +117,7 @@ pub async fn run(
     buf: &mut BytesMut,
     plan: Plan,
 ) -> Result<(Stored, bool), Failed> {
-    if plan.expect_continue && buf.is_empty() {
-        stream
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .await
-            .map_err(|e| Reject::ClientAborted(e.to_string()))
-            .map_err(failed(Body::Withheld))?;
-    }
+    send_continue(stream, plan.expect_continue && buf.is_empty()).await?;
     let mut d = Driver {
         app,
         client: stream,
@@ -617,7 +613,7 @@ impl Driver<'_> {
             form_type.as_deref().unwrap_or(&declared).as_bytes(),
         ));
         headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
-        let mut out = origin.head(method, &target, headers.iter().copied(), 0);
+        let mut out = origin.head(method, &target, headers.iter().copied());
         if let Some(p) = &prefix {
             chunk_line(&mut out, false, p.len());
             out.extend_from_slice(p.as_bytes());

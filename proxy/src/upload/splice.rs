@@ -157,6 +157,18 @@ pub(super) fn failed(body: Body) -> impl FnOnce(Reject) -> Failed {
     move |reject| Failed { reject, body }
 }
 
+/// `100 Continue` when `due`: the client asked for it and no body byte has come.
+pub(super) async fn send_continue(stream: &mut TcpStream, due: bool) -> Result<(), Failed> {
+    if !due {
+        return Ok(());
+    }
+    stream
+        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+        .await
+        .map_err(|e| Reject::ClientAborted(e.to_string()))
+        .map_err(failed(Body::Withheld))
+}
+
 /// Moves the body to the engine; true when part of it was spliced. `buf` holds
 /// bytes read past the head; what is left in it afterwards belongs to the next request.
 pub async fn run(
@@ -180,13 +192,7 @@ pub async fn run(
 
     // The sniff window comes into user space; the client may need a 100 first.
     if held.len() < window {
-        if held.is_empty() && plan.expect_continue {
-            stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .map_err(|e| Reject::ClientAborted(e.to_string()))
-                .map_err(failed(Body::Withheld))?;
-        }
+        send_continue(stream, held.is_empty() && plan.expect_continue).await?;
         while held.len() < window {
             let room = len - held.len() as u64;
             let n = tokio::time::timeout(pace.idle, (&mut *stream).take(room).read_buf(&mut held))
@@ -240,24 +246,26 @@ pub async fn run(
             }
             Ok(Ok(())) => {}
         }
-        let already = held.len() as u64;
-        match hasher.as_mut() {
-            _ if rest == 0 => {}
-            None => {
-                splice_rest(
-                    app,
-                    stream,
-                    &mut engine,
-                    already,
-                    rest,
-                    started,
-                    &what,
-                    false,
-                )
-                .await?;
-            }
-            Some(h) => {
-                hash_and_splice(app, stream, &mut engine, h, already, rest, started, &what).await?;
+        if rest > 0 {
+            let already = held.len() as u64;
+            match hasher.as_mut() {
+                None => {
+                    splice_rest(
+                        app,
+                        stream,
+                        &mut engine,
+                        already,
+                        rest,
+                        started,
+                        &what,
+                        false,
+                    )
+                    .await?
+                }
+                Some(h) => {
+                    hash_and_splice(app, stream, &mut engine, h, already, rest, started, &what)
+                        .await?
+                }
             }
         }
         let answer = tokio::time::timeout(timeout, upstream::read_answer(&mut engine)).await;
@@ -368,7 +376,7 @@ fn request_head(origin: &Origin, plan: &Plan) -> Vec<u8> {
     ]
     .into_iter()
     .chain(extra.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
-    origin.head("PUT", &plan.target, headers, 0)
+    origin.head("PUT", &plan.target, headers)
 }
 
 /// Splices `rest` body bytes from the client to the engine; `already` were
