@@ -691,15 +691,18 @@ fn raw_put_cut_by_the_client_leaves_nothing() {
 #[test]
 fn hashed_put_in_pieces_hashes_every_byte_once() {
     let engine = engines::nginx();
-    let p = Proxy::start(Some(&dav_policies(&engine)), &[]);
-    let data = random_bytes(3 << 20, 14);
-    const W: usize = 256 * 1024;
+    // Three windows' worth of body, past the route's usual 4 MiB.
+    let policies = dav_policies(&engine).replace("{maxFileSize: 4Mi}", "{maxFileSize: 64Mi}");
+    let p = Proxy::start(Some(&policies), &[]);
+    // One peek looks at up to a low-water mark's worth of bytes.
+    const W: usize = sluice_proxy::zerocopy::LOWAT;
+    let data = random_bytes(3 * W, 14);
     let plans: [&[usize]; 5] = [
         &[],
         &[100, 8191, 8193],
         &[9000, 20_000, 300_000, 300_001, 1 << 20],
         &[8192 + W, 8192 + 2 * W, 8192 + 2 * W + 1],
-        &[8192, 8192 + W - 1, (3 << 20) - 1],
+        &[8192, 8192 + W - 1, 3 * W - 1],
     ];
     let mut raw = Raw::connect(p.addr);
     for (i, cuts) in plans.iter().enumerate() {
