@@ -7,8 +7,12 @@
 //!     curl GET straight from the engine                       (direct: the yardstick)
 //! ```
 //! The engines are the ones the end-to-end tests start (proxy/tests/engines),
-//! so the bench needs what `scripts/test` installs. The proxied and direct
-//! downloads alternate within each run, so both see the same machine state.
+//! so the bench needs what `scripts/test` installs. Each run's proxied and
+//! direct downloads are a side-by-side pair: the uploaded object is fsynced
+//! first (else the kernel's writeback of the fresh upload, gigabytes of dirty
+//! pages, lands on whichever download comes first), and the pair's order
+//! alternates from run to run. The ratio target is the median of the pairs'
+//! ratios, so one noisy direct run does not set it.
 
 use std::fs;
 use std::path::PathBuf;
@@ -114,7 +118,8 @@ pub fn run(env: &Env, kind: Kind, sizes: &[u64], runs: usize, failures: &mut Vec
         );
         for run in 1..=runs {
             eprintln!("[{} {}] run {run}/{runs}", kind.name(), label(size));
-            match once(env, kind, &engine, size) {
+            // Odd runs download through the proxy first, even runs direct first.
+            match once(env, kind, &engine, size, run % 2 == 1) {
                 Ok((u, d, x)) => {
                     up.runs.push(u);
                     down.runs.push(d);
@@ -137,6 +142,7 @@ fn once(
     kind: Kind,
     engine: &Engine,
     size: u64,
+    proxied_first: bool,
 ) -> anyhow::Result<(Sample, Sample, Sample)> {
     let work = Workdir::with_policy(env, &kind.policy(engine))?;
     let file = data_file(&env.data_dir, size);
@@ -159,7 +165,31 @@ fn once(
         Ok(())
     })?;
     drop(proxy);
+    // The engine's copy is on disk before any download is timed.
+    fs::File::open(&stored)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("fsync {}", stored.display()))?;
 
+    // The same GET straight from the engine, beside the proxied one, with no
+    // proxy running: only wall time and bytes mean anything in this sample.
+    let direct_url = match kind {
+        Kind::S3 => presign(engine, &name)?,
+        _ => direct_url,
+    };
+    let direct_get = || -> anyhow::Result<Sample> {
+        let t0 = std::time::Instant::now();
+        get(&direct_url, size)?;
+        Ok(Sample {
+            bytes: size,
+            wall_s: t0.elapsed().as_secs_f64(),
+            ..Sample::default()
+        })
+    };
+    let early = if proxied_first {
+        None
+    } else {
+        Some(direct_get()?)
+    };
     let proxy = Proxy::start(env, &work, &[])?;
     let down = proxy.measure(size, || get(&proxy.url(&name), size))?;
     let vias = proxy.vias();
@@ -167,20 +197,11 @@ fn once(
         vias.iter().all(|v| v == "splice"),
         "the download went {vias:?}, want splice"
     );
-    // The same GET straight from the engine; the proxy stays idle meanwhile, so
-    // only wall time and bytes mean anything in this sample.
-    let direct_url = match kind {
-        Kind::S3 => presign(engine, &name)?,
-        _ => direct_url,
-    };
-    let t0 = std::time::Instant::now();
-    get(&direct_url, size)?;
-    let direct = Sample {
-        bytes: size,
-        wall_s: t0.elapsed().as_secs_f64(),
-        ..Sample::default()
-    };
     drop(proxy);
+    let direct = match early {
+        Some(d) => d,
+        None => direct_get()?,
+    };
     fs::remove_file(&stored)?;
     Ok((up, down, direct))
 }

@@ -743,14 +743,13 @@ fn targets(r: &BTreeMap<Key, Vec<Sample>>, a: &Args, sha: f64) -> Vec<Target> {
     }
     push(
         "GET: throughput >= 95% of direct".into(),
-        median(r, (Kind::Get, big, Who::Sluice), Sample::mib_s)
-            .zip(median(r, (Kind::Get, big, Who::Direct), Sample::mib_s))
-            .map(|(s, d)| {
-                (
-                    s >= 0.95 * d,
-                    format!("{s:.0} / {d:.0} MiB/s = {:.0}%", 100.0 * s / d),
-                )
-            }),
+        paired(
+            r,
+            (Kind::Get, big, Who::Sluice),
+            (Kind::Get, big, Who::Direct),
+            Sample::mib_s,
+        )
+        .map(|(ratio, d)| (ratio >= 0.95, d)),
     );
     let (lo, hi) = (
         a.sizes.iter().copied().min().unwrap_or(0),
@@ -784,11 +783,54 @@ fn targets(r: &BTreeMap<Key, Vec<Sample>>, a: &Args, sha: f64) -> Vec<Target> {
     );
     push(
         "4K PUT: requests/s >= nginx's".into(),
-        median(r, (Kind::Small, 4096, Who::Sluice), Sample::ops_s)
-            .zip(median(r, (Kind::Small, 4096, ngx), Sample::ops_s))
-            .map(|(s, n)| (s >= n, format!("{s:.0} vs {n:.0} req/s"))),
+        paired(
+            r,
+            (Kind::Small, 4096, Who::Sluice),
+            (Kind::Small, 4096, ngx),
+            Sample::ops_s,
+        )
+        .map(|(ratio, d)| (ratio >= 1.0, d)),
     );
     out
+}
+
+/// `a` over `b` as the median of each run's ratio: the two ran one after the
+/// other in every run, so a run whose machine was slower for both does not
+/// count against either (a ratio of medians may take its two medians from
+/// different runs). Falls back to the ratio of medians when a run failed and
+/// the runs no longer pair up. Returns the ratio and a detail line.
+fn paired(
+    r: &BTreeMap<Key, Vec<Sample>>,
+    a: Key,
+    b: Key,
+    f: fn(&Sample) -> f64,
+) -> Option<(f64, String)> {
+    let (va, vb) = (r.get(&a)?, r.get(&b)?);
+    let (ma, mb) = (median(r, a, f)?, median(r, b, f)?);
+    if va.len() != vb.len() {
+        let ratio = ma / mb;
+        return Some((
+            ratio,
+            format!(
+                "{ma:.0} / {mb:.0} = {:.0}% (medians; runs failed)",
+                100.0 * ratio
+            ),
+        ));
+    }
+    let ratios: Vec<f64> = va.iter().zip(vb).map(|(x, y)| f(x) / f(y)).collect();
+    let each = ratios
+        .iter()
+        .map(|q| format!("{:.0}%", 100.0 * q))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let ratio = stats(ratios).0;
+    Some((
+        ratio,
+        format!(
+            "median of runs {:.0}% ({each}); medians {ma:.0} / {mb:.0}",
+            100.0 * ratio
+        ),
+    ))
 }
 
 fn results_json(r: &BTreeMap<Key, Vec<Sample>>) -> Value {
