@@ -57,6 +57,9 @@ pub struct Settings {
     pub splice: bool,
     /// fsync each object before it becomes visible.
     pub fsync: bool,
+    /// Largest low-water mark of a spliced socket, and what an upload's peek
+    /// looks at (`--splice-window`).
+    pub splice_window: usize,
     pub shutdown_grace: Duration,
 }
 

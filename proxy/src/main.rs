@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use sluice_proxy::limits::Pace;
 use sluice_proxy::source::Source;
-use sluice_proxy::{App, Capacity, Settings, admin, server};
+use sluice_proxy::{App, Capacity, Settings, admin, server, zerocopy};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -89,6 +89,12 @@ struct Args {
     /// Pipe capacity asked for splice(2) (F_SETPIPE_SZ).
     #[arg(long, env = "SLUICE_PIPE_SIZE", default_value_t = 1 << 20)]
     pipe_size: usize,
+    /// Bytes a spliced socket may queue before the proxy wakes for them
+    /// (SO_RCVLOWAT), and what one peek of an upload looks at: larger means
+    /// fewer wakeups, and up to about twice this in kernel receive buffer per
+    /// fast upload or download.
+    #[arg(long, env = "SLUICE_SPLICE_WINDOW", default_value_t = zerocopy::DEFAULT_WINDOW, value_parser = parse_window)]
+    splice_window: usize,
     /// S3 multipart part size in bytes (at least 5 MiB).
     #[arg(long, env = "SLUICE_S3_PART_SIZE", default_value_t = 8 << 20)]
     s3_part_size: usize,
@@ -131,6 +137,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         no_fsync,
         no_splice,
         pipe_size,
+        splice_window,
         s3_part_size,
         s3_part_buffers,
         backend_connect_timeout,
@@ -152,6 +159,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sendfile: !no_sendfile,
         splice: !no_splice,
         fsync: !no_fsync,
+        splice_window,
         shutdown_grace,
     };
     let app = App::new(
@@ -194,6 +202,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sendfile = app.settings.sendfile,
         splice = app.settings.splice,
         access_log = !no_access_log,
+        splice_window = app.settings.splice_window,
         "listening"
     );
 
@@ -214,6 +223,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     server::serve(listener, app, stop_rx).await;
     tracing::info!("bye");
     Ok(())
+}
+
+/// `--splice-window`: bytes, from 256 KiB to 64 MiB (the kernel caps the
+/// low-water mark at half of `net.ipv4.tcp_rmem`'s maximum anyway).
+fn parse_window(s: &str) -> Result<usize, String> {
+    const MAX: usize = 64 << 20;
+    let n: usize = s.trim().parse().map_err(|e| {
+        format!(
+            "{s:?}: want a number of bytes, {} to {MAX} ({e})",
+            zerocopy::MIN_WINDOW
+        )
+    })?;
+    if !(zerocopy::MIN_WINDOW..=MAX).contains(&n) {
+        return Err(format!(
+            "{n} bytes: want {} to {MAX} bytes",
+            zerocopy::MIN_WINDOW
+        ));
+    }
+    Ok(n)
 }
 
 async fn wait_for_signal() {

@@ -135,6 +135,8 @@ impl From<SpliceError> for io::Error {
 /// How long each end of a splice may stall, and what each is called in errors.
 #[derive(Debug, Clone, Copy)]
 pub struct Ends {
+    /// The reading end's low-water mark (`Lowat`): `--splice-window`.
+    pub window: usize,
     pub read_idle: Duration,
     pub write_idle: Duration,
     /// "backend" / "client": who stopped sending.
@@ -154,7 +156,7 @@ pub async fn splice_exact(
     ends: Ends,
     progress: impl FnMut(u64) -> io::Result<()>,
 ) -> Result<u64, SpliceError> {
-    let mut lowat = Lowat::new(from);
+    let mut lowat = Lowat::new(from, ends.window);
     transfer(from, to, pipe, len, ends, progress, Some(&mut lowat)).await
 }
 
@@ -276,8 +278,9 @@ async fn transfer(
     Ok(moved)
 }
 
-/// Bytes a socket should hold before a splice (or an upload's peek) is worth
-/// a wakeup. Each wakeup costs more than its two system calls: moving bytes
+/// The default of `--splice-window`: bytes a socket should hold before a
+/// splice (or an upload's peek) is worth a wakeup. Each wakeup costs more
+/// than its two system calls: moving bytes
 /// on wakes the process at the other end too (the engine, or a client whose
 /// send buffer was full). Side by side on 4 GiB uploads (CPU s/GiB, 3 runs
 /// each): multipart with sha256 1.39-1.42 at 256 KiB, 1.15-1.20 at 1 MiB,
@@ -285,26 +288,42 @@ async fn transfer(
 /// The kernel caps the mark at half of `tcp_rmem`'s maximum (6 MiB by
 /// default) and grows the socket's receive buffer to hold it, which receive
 /// autotuning would grant any fast connection anyway.
-pub const LOWAT: usize = 2 << 20;
+pub const DEFAULT_WINDOW: usize = 2 << 20;
 
-/// How long a wait for `LOWAT` bytes trusts the low-water mark before
+/// The smallest `--splice-window`: an upload's peek must hold a part's
+/// header block (64 KiB at most) with room to spare.
+pub const MIN_WINDOW: usize = 256 * 1024;
+
+/// How long a wait for a window of bytes trusts the low-water mark before
 /// looking anyway: a slow sender's bytes move within this, not after an idle
 /// timeout (by which time the engine may have given up on the body).
 pub const PATIENCE: Duration = Duration::from_millis(200);
 
 /// SO_RCVLOWAT on the socket a splice reads: epoll reports it readable only
-/// once `LOWAT` bytes are queued (or fewer when that is all that is left, or at
+/// once a window of bytes is queued (or fewer when that is all that is left, or at
 /// EOF), so a fast sender's bytes move in a few large splices rather than many
 /// small ones, each a wakeup and two system calls. Reset to 1 when dropped: the
 /// socket goes on to carry requests (keep-alive, the engine pool).
 pub struct Lowat<'a> {
     socket: &'a TcpStream,
+    window: usize,
     set: usize,
 }
 
 impl<'a> Lowat<'a> {
-    pub fn new(socket: &'a TcpStream) -> Self {
-        Self { socket, set: 1 }
+    /// Marks of at most `window` bytes on `socket`.
+    pub fn new(socket: &'a TcpStream, window: usize) -> Self {
+        let window = window.max(1);
+        Self {
+            socket,
+            window,
+            set: 1,
+        }
+    }
+
+    /// The largest mark, which is also what one peek looks at.
+    pub fn window(&self) -> usize {
+        self.window
     }
 
     /// The socket whose low-water mark this is.
@@ -312,9 +331,10 @@ impl<'a> Lowat<'a> {
         self.socket
     }
 
-    /// A wakeup once `left` bytes, or `LOWAT` if fewer, are queued.
+    /// A wakeup once `left` bytes, or the window if fewer, are queued.
     pub fn want(&mut self, left: u64) {
-        let n = usize::try_from(left).unwrap_or(LOWAT).clamp(1, LOWAT);
+        let w = self.window;
+        let n = usize::try_from(left).unwrap_or(w).clamp(1, w);
         if n != self.set && set_rcvlowat(self.socket, n).is_ok() {
             self.set = n;
         }
@@ -359,6 +379,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     const ENDS: Ends = Ends {
+        window: DEFAULT_WINDOW,
         read_idle: Duration::from_secs(5),
         write_idle: Duration::from_secs(5),
         reader: "backend",

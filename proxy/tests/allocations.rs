@@ -100,6 +100,7 @@ fn start(
         sendfile,
         splice,
         fsync: false,
+        splice_window: sluice_proxy::zerocopy::DEFAULT_WINDOW,
         shutdown_grace: Duration::from_secs(1),
     };
     let app = App::new(

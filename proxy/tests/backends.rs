@@ -690,19 +690,38 @@ fn raw_put_cut_by_the_client_leaves_nothing() {
 /// patience, whole windows), every byte is hashed once and stored once.
 #[test]
 fn hashed_put_in_pieces_hashes_every_byte_once() {
+    hashed_put_in_pieces(sluice_proxy::zerocopy::DEFAULT_WINDOW);
+}
+
+/// The same at the smallest `--splice-window`: the flag sets both the
+/// low-water mark and what one peek looks at.
+#[test]
+fn hashed_put_in_pieces_at_the_smallest_window() {
+    hashed_put_in_pieces(sluice_proxy::zerocopy::MIN_WINDOW);
+}
+
+fn hashed_put_in_pieces(window: usize) {
     let engine = engines::nginx();
     // Three windows' worth of body, past the route's usual 4 MiB.
     let policies = dav_policies(&engine).replace("{maxFileSize: 4Mi}", "{maxFileSize: 64Mi}");
-    let p = Proxy::start(Some(&policies), &[]);
-    // One peek looks at up to a low-water mark's worth of bytes.
-    const W: usize = sluice_proxy::zerocopy::LOWAT;
-    let data = random_bytes(3 * W, 14);
-    let plans: [&[usize]; 5] = [
-        &[],
-        &[100, 8191, 8193],
-        &[9000, 20_000, 300_000, 300_001, 1 << 20],
-        &[8192 + W, 8192 + 2 * W, 8192 + 2 * W + 1],
-        &[8192, 8192 + W - 1, 3 * W - 1],
+    let w = window.to_string();
+    let p = Proxy::start(Some(&policies), &["--splice-window", &w]);
+    let listening = p
+        .log_json()
+        .into_iter()
+        .find(|l| l["message"] == "listening");
+    assert_eq!(
+        listening.as_ref().map(|l| l["splice_window"].clone()),
+        Some(window.into()),
+        "the window the proxy says it uses: {listening:?}"
+    );
+    let data = random_bytes(3 * window, 14);
+    let plans: [Vec<usize>; 5] = [
+        vec![],
+        vec![100, 8191, 8193],
+        vec![9000, 20_000, 100_000, 100_001, window / 2],
+        vec![8192 + window, 8192 + 2 * window, 8192 + 2 * window + 1],
+        vec![8192, 8192 + window - 1, 3 * window - 1],
     ];
     let mut raw = Raw::connect(p.addr);
     for (i, cuts) in plans.iter().enumerate() {

@@ -2,7 +2,7 @@
 //! account for each request, policy reloads from --policies (new rules enforced, a
 //! broken rewrite ignored while the last good config serves), a graceful SIGTERM
 //! (in-flight upload completes, new connections refused, exit 0), and the embedded
-//! default served with no --policies.
+//! default served with no --policies, and start-up flags refused with a clear error.
 
 mod common;
 
@@ -305,4 +305,23 @@ fn embedded_default_serves_files_without_auth() {
     assert!(msg.contains("1073741824-byte"), "{msg}");
     let l = p.wait_access("POST", "/files/", 201);
     assert_eq!(l["policy"], "default/default", "{l}");
+}
+
+/// A splice window outside what the proxy takes is refused at start, naming
+/// the flag and the range, before anything listens.
+#[test]
+fn splice_window_out_of_range_is_refused_at_start() {
+    for bad in ["1000", "1073741824", "2M"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-proxy"))
+            .args(["--splice-window", bad, "--listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .output()
+            .expect("run sluice-proxy");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: started anyway");
+        assert!(
+            err.contains("--splice-window") && err.contains("262144"),
+            "{bad}: {err}"
+        );
+    }
 }

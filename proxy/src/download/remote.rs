@@ -354,6 +354,7 @@ async fn relay_length(
     if splice {
         let pipe = app.pipes.get()?;
         let ends = crate::zerocopy::Ends {
+            window: app.settings.splice_window,
             read_idle: app.settings.idle_timeout,
             write_idle: app.settings.idle_timeout,
             reader: "engine",

@@ -433,7 +433,7 @@ enum Src {
 
 impl Driver<'_> {
     async fn run(&mut self) -> Result<(), Reject> {
-        let mut lowat = Lowat::new(self.client);
+        let mut lowat = Lowat::new(self.client, self.app.settings.splice_window);
         loop {
             if self.left == 0 && self.form.state == State::Done {
                 return if self.staged.is_empty() {
@@ -536,7 +536,8 @@ impl Driver<'_> {
                 .await
                 .map_err(|e| Reject::ClientAborted(e.to_string()))?;
             let r = self.client.try_io(Interest::READABLE, || {
-                peek::with_window(|buf| {
+                // n was peeked, so it is at most a window.
+                peek::with_window(n - done, |buf| {
                     let k = (n - done).min(buf.len());
                     rustix::net::recv(self.client, &mut buf[..k], RecvFlags::empty())
                         .map(|(_, k)| k)

@@ -4,9 +4,9 @@
 //! bytes they looked at; none is copied into a buffer of ours and out again.
 //!
 //! ```text
-//!   low-water mark set (wake after `wake` bytes, at most LOWAT)
+//!   low-water mark set (wake after `wake` bytes, at most the window)
 //!   -> readable, or PATIENCE passed (a slow sender's bytes still move)
-//!   -> recv(MSG_PEEK) of up to WINDOW bytes -> look(bytes, all_left)
+//!   -> recv(MSG_PEEK) of up to a window of bytes -> look(bytes, all_left)
 //!        Some(t): done, the bytes are still queued for the caller
 //!        None: not enough to decide, wait for more
 //!   nothing new for pace.idle: idle; below the minimum rate: too slow
@@ -21,10 +21,7 @@ use tokio::io::Interest;
 
 use crate::error::Reject;
 use crate::limits::{BodyError, Pace};
-use crate::zerocopy::{LOWAT, Lowat, PATIENCE};
-
-/// Most bytes one peek looks at: what one low-water wakeup brings.
-pub const WINDOW: usize = LOWAT;
+use crate::zerocopy::{Lowat, PATIENCE};
 
 thread_local! {
     /// What a peek copies out, looked at synchronously and left there: one
@@ -32,18 +29,19 @@ thread_local! {
     static PEEKED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on this thread's window (`WINDOW` bytes).
-pub(super) fn with_window<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+/// Runs `f` on this thread's window, at least `size` bytes (one peek looks
+/// at what one low-water wakeup brings: `--splice-window`).
+pub(super) fn with_window<R>(size: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     PEEKED.with_borrow_mut(|buf| {
-        if buf.len() < WINDOW {
-            buf.resize(WINDOW, 0);
+        if buf.len() < size {
+            buf.resize(size, 0);
         }
-        f(&mut buf[..WINDOW])
+        f(buf)
     })
 }
 
 /// Waits until `look` can decide on the bytes queued on the low-water mark's
-/// socket. `look` gets a peek at up to `left` (and `WINDOW`) bytes, and
+/// socket. `look` gets a peek at up to `left` bytes (and a window), and
 /// whether they are all that is left of the body; it answers `None` for "not
 /// enough yet". `wake`: how many queued bytes are worth a wakeup. `read`
 /// bytes of the body came before, since `started` (for the pace rules).
@@ -57,7 +55,8 @@ pub(super) async fn peek<T>(
     mut look: impl FnMut(&[u8], bool) -> Result<Option<T>, Reject>,
 ) -> Result<T, Reject> {
     let client = lowat.socket();
-    let want = usize::try_from(left).unwrap_or(WINDOW).min(WINDOW);
+    let window = lowat.window();
+    let want = usize::try_from(left).unwrap_or(window).min(window);
     let mut quiet_since = Instant::now();
     let mut seen = 0usize;
     loop {
@@ -71,7 +70,7 @@ pub(super) async fn peek<T>(
         };
         let mut got = 0usize;
         let mut once = || -> io::Result<Result<T, Reject>> {
-            with_window(|buf| {
+            with_window(want, |buf| {
                 let (_, n) = rustix::net::recv(client, &mut buf[..want], RecvFlags::PEEK)?;
                 got = n;
                 if n == 0 {

@@ -323,7 +323,7 @@ async fn hash_and_splice(
     what: &(dyn Fn() -> String + Sync),
 ) -> Result<(), Failed> {
     let pace = app.settings.pace;
-    let mut lowat = Lowat::new(client);
+    let mut lowat = Lowat::new(client, app.settings.splice_window);
     let mut read = already;
     let end = already + rest;
     while read < end {
@@ -400,6 +400,7 @@ pub(super) async fn splice_rest(
         .map_err(|e| Reject::Storage(format!("pipe: {e}")))
         .map_err(failed(Body::Partial))?;
     let ends = Ends {
+        window: app.settings.splice_window,
         read_idle: pace.idle,
         write_idle: app.remotes.timeout,
         reader: "client",
