@@ -280,9 +280,8 @@ async fn transfer(
 
 /// The default of `--splice-window`: bytes a socket should hold before a
 /// splice (or an upload's peek) is worth a wakeup. Each wakeup costs more
-/// than its two system calls: moving bytes
-/// on wakes the process at the other end too (the engine, or a client whose
-/// send buffer was full). Side by side on 4 GiB uploads (CPU s/GiB, 3 runs
+/// than its two system calls: moving bytes on wakes the process at the other
+/// end too (the engine, or a client whose send buffer was full). Side by side on 4 GiB uploads (CPU s/GiB, 3 runs
 /// each): multipart with sha256 1.39-1.42 at 256 KiB, 1.15-1.20 at 1 MiB,
 /// 1.02-1.17 at 2 MiB; without a checksum 0.40-0.52, 0.30-0.35, 0.26-0.31.
 /// The kernel caps the mark at half of `tcp_rmem`'s maximum (6 MiB by
@@ -290,8 +289,9 @@ async fn transfer(
 /// autotuning would grant any fast connection anyway.
 pub const DEFAULT_WINDOW: usize = 2 << 20;
 
-/// The smallest `--splice-window`: an upload's peek must hold a part's
-/// header block (64 KiB at most) with room to spare.
+/// The smallest `--splice-window`: a multipart POST on the fast path decides
+/// on a delimiter and the header block after it within one peek, which may
+/// take twice its 64 KiB framing budget (`upload::form`).
 pub const MIN_WINDOW: usize = 256 * 1024;
 
 /// How long a wait for a window of bytes trusts the low-water mark before
