@@ -124,8 +124,8 @@ async fn connection(
                     return;
                 }
                 HeadRead::Other => break,
-                HeadRead::Complete(n) => {
-                    let Some(req) = FastReq::parse(&buf[..n]) else {
+                HeadRead::Complete(n, req) => {
+                    let Some(req) = req else {
                         break;
                     };
                     let keep = if let Some((len, expect_continue)) = req.upload {
@@ -190,8 +190,14 @@ const CONN_BUF: usize = 8 * 1024;
 /// Largest read buffer hyper may grow for one HTTP/1 connection.
 const READ_BUF_MAX: usize = 64 * 1024;
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per request and moved out at once; a Box would be an allocation per request"
+)]
 enum HeadRead {
-    Complete(usize),
+    /// A whole head of `n` bytes, and what the fast path needs of it (None:
+    /// hyper's to serve), taken from the one parse of it.
+    Complete(usize, Option<FastReq>),
     /// Not a request head the fast path reads: let hyper have the bytes.
     Other,
     TooLarge,
@@ -214,8 +220,11 @@ async fn read_head(
                 return HeadRead::Other;
             }
             let mut headers = [httparse::EMPTY_HEADER; 64];
-            match httparse::Request::new(&mut headers).parse(buf) {
-                Ok(httparse::Status::Complete(n)) => return HeadRead::Complete(n),
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    return HeadRead::Complete(n, FastReq::from_request(&req));
+                }
                 Ok(httparse::Status::Partial) => {}
                 Err(_) => return HeadRead::Other,
             }
@@ -276,13 +285,22 @@ struct FastReq {
 }
 
 impl FastReq {
-    /// None when hyper should serve it: not GET/HEAD/PUT/POST, not HTTP/1.1, a
-    /// GET with a body, a PUT or POST without Content-Length, an upgrade.
+    /// `from_request` of a head in bytes (the tests' way in).
+    #[cfg(test)]
     fn parse(bytes: &[u8]) -> Option<Self> {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(bytes), Ok(httparse::Status::Complete(_))) || req.version != Some(1)
-        {
+        if !matches!(req.parse(bytes), Ok(httparse::Status::Complete(_))) {
+            return None;
+        }
+        Self::from_request(&req)
+    }
+
+    /// What the fast path needs of a whole parsed head. None when hyper should
+    /// serve it: not GET/HEAD/PUT/POST, not HTTP/1.1, a GET with a body, a PUT
+    /// or POST without Content-Length, an upgrade.
+    fn from_request(req: &httparse::Request<'_, '_>) -> Option<Self> {
+        if req.version != Some(1) {
             return None;
         }
         let (head, method) = match req.method? {
@@ -581,12 +599,20 @@ pub(crate) fn status_line(out: &mut Vec<u8>, status: u16) {
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
-    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
-/// A header whose value is a number, written without a String in between.
+/// A header whose value is a number, written without a String or the
+/// formatting machinery in between (both run for every answer).
 pub(crate) fn push_number(out: &mut Vec<u8>, k: &str, v: u64) {
-    let _ = write!(out, "{k}: {v}\r\n");
+    out.extend_from_slice(k.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 pub(crate) fn push_header(out: &mut Vec<u8>, k: &str, v: &str) {
