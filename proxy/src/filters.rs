@@ -287,7 +287,7 @@ fn essence(ct: &str) -> Option<Cow<'_, str>> {
 /// bytes, looked at several times per upload, and the `char` searcher's
 /// setup costs more than such a scan (callgrind: about 175 instructions a
 /// call, 1.2k per small PUT).
-fn before_params(s: &str) -> &str {
+pub(crate) fn before_params(s: &str) -> &str {
     let end = s.bytes().position(|b| b == b';').unwrap_or(s.len());
     s[..end].trim()
 }

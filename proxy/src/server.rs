@@ -609,10 +609,7 @@ pub(crate) fn status_line(out: &mut Vec<u8>, status: u16) {
 /// A header whose value is a number, written without a String or the
 /// formatting machinery in between (both run for every answer).
 pub(crate) fn push_number(out: &mut Vec<u8>, k: &str, v: u64) {
-    out.extend_from_slice(k.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    push_header(out, k, itoa::Buffer::new().format(v));
 }
 
 pub(crate) fn push_header(out: &mut Vec<u8>, k: &str, v: &str) {

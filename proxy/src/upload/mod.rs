@@ -219,8 +219,7 @@ where
 /// A PUT's declared type: its Content-Type's essence, lower-cased; octet-stream when absent.
 fn declared_put_type(content_type: Option<&str>) -> String {
     content_type
-        .and_then(|c| c.split(';').next())
-        .map(|c| c.trim().to_ascii_lowercase())
+        .map(|c| filters::before_params(c).to_ascii_lowercase())
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| "application/octet-stream".into())
 }

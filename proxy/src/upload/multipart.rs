@@ -260,7 +260,7 @@ fn parse_head(block: &[u8]) -> Result<PartHead, &'static str> {
                 }
             }
         } else if h.name.eq_ignore_ascii_case("content-type") {
-            let essence = value.split(';').next().unwrap_or("").trim();
+            let essence = crate::filters::before_params(&value);
             if essence.contains('/') {
                 head.content_type = Some(essence.to_ascii_lowercase());
             }
@@ -272,7 +272,7 @@ fn parse_head(block: &[u8]) -> Result<PartHead, &'static str> {
 /// The boundary of a `multipart/form-data; boundary=...` Content-Type
 /// (RFC 2046: 1 to 70 characters).
 pub fn boundary(content_type: &str) -> Option<String> {
-    let essence = content_type.split(';').next()?.trim();
+    let essence = crate::filters::before_params(content_type);
     if !essence.eq_ignore_ascii_case("multipart/form-data") {
         return None;
     }
