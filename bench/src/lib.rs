@@ -79,6 +79,28 @@ pub fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     (med, v[0], v[n - 1])
 }
 
+/// `a` over `b` run by run, where each run measured the two back to back:
+/// the median of those ratios, and the ratios as "48% 42% 64%". A run whose
+/// machine was slower for both counts against neither, where a ratio of
+/// medians may take its two medians from different runs. None when there
+/// are no runs or they do not pair up (one side failed in some run).
+pub fn paired_ratio(
+    a: &[measure::Sample],
+    b: &[measure::Sample],
+    f: fn(&measure::Sample) -> f64,
+) -> Option<(f64, String)> {
+    if a.is_empty() || a.len() != b.len() {
+        return None;
+    }
+    let ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect();
+    let each = ratios
+        .iter()
+        .map(|q| format!("{:.0}%", 100.0 * q))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some((stats(ratios).0, each))
+}
+
 /// A child process, killed and reaped when dropped.
 pub struct KillOnDrop(pub Child);
 
@@ -143,6 +165,30 @@ mod tests {
         assert_eq!(stats(vec![3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
         assert_eq!(stats(vec![4.0, 1.0, 2.0, 3.0]), (2.5, 1.0, 4.0));
         assert!(stats(vec![]).0.is_nan());
+    }
+
+    #[test]
+    fn paired_ratio_is_the_median_of_run_ratios() {
+        let s = |wall_s: f64| measure::Sample {
+            bytes: 1 << 20,
+            wall_s,
+            ..measure::Sample::default()
+        };
+        // Run 2 was slow for both: its ratio is 1, as is every run's.
+        let a = [s(1.0), s(4.0), s(2.0)];
+        let b = [s(1.0), s(4.0), s(2.0)];
+        assert_eq!(
+            paired_ratio(&a, &b, measure::Sample::mib_s),
+            Some((1.0, "100% 100% 100%".into()))
+        );
+        // Every run, the first side took twice as long: 50%.
+        let a = [s(2.0), s(8.0), s(4.0)];
+        assert_eq!(
+            paired_ratio(&a, &b, measure::Sample::mib_s).map(|r| r.0),
+            Some(0.5)
+        );
+        assert_eq!(paired_ratio(&a[..2], &b, measure::Sample::mib_s), None);
+        assert_eq!(paired_ratio(&[], &[], measure::Sample::mib_s), None);
     }
 
     #[test]

@@ -471,18 +471,12 @@ fn backend_targets(r: &backends::Rows) -> Vec<Target> {
             continue;
         }
         // Runs pushed both samples or neither, so index i is one side-by-side pair.
-        let pairs: Vec<f64> = down
-            .runs
-            .iter()
-            .zip(&direct.runs)
-            .map(|(p, d)| p.mib_s() / d.mib_s())
-            .collect();
-        let list = pairs
-            .iter()
-            .map(|r| format!("{:.0}%", 100.0 * r))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let (ratio, _, _) = stats(pairs);
+        let Some((ratio, list)) =
+            sluice_bench::paired_ratio(&down.runs, &direct.runs, Sample::mib_s)
+        else {
+            out.push(na(t));
+            continue;
+        };
         let (p, d) = (down.stats(Sample::mib_s).0, direct.stats(Sample::mib_s).0);
         out.push(Target {
             name: t,

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use sluice_bench::data::{data_file, ensure_data, label, parse_size};
 use sluice_bench::measure::{self, Sample};
 use sluice_bench::sluice::Env;
-use sluice_bench::{GIB, MIB, get, stats};
+use sluice_bench::{GIB, MIB, get, paired_ratio, stats};
 
 use servers::{Backends, Peer, Running};
 
@@ -794,20 +794,17 @@ fn targets(r: &BTreeMap<Key, Vec<Sample>>, a: &Args, sha: f64) -> Vec<Target> {
     out
 }
 
-/// `a` over `b` as the median of each run's ratio: the two ran one after the
-/// other in every run, so a run whose machine was slower for both does not
-/// count against either (a ratio of medians may take its two medians from
-/// different runs). Falls back to the ratio of medians when a run failed and
-/// the runs no longer pair up. Returns the ratio and a detail line.
+/// `a` over `b` as the median of each run's ratio (`paired_ratio`), falling
+/// back to the ratio of medians when a run failed and the runs no longer
+/// pair up. Returns the ratio and a detail line.
 fn paired(
     r: &BTreeMap<Key, Vec<Sample>>,
     a: Key,
     b: Key,
     f: fn(&Sample) -> f64,
 ) -> Option<(f64, String)> {
-    let (va, vb) = (r.get(&a)?, r.get(&b)?);
     let (ma, mb) = (median(r, a, f)?, median(r, b, f)?);
-    if va.len() != vb.len() {
+    let Some((ratio, each)) = paired_ratio(r.get(&a)?, r.get(&b)?, f) else {
         let ratio = ma / mb;
         return Some((
             ratio,
@@ -816,14 +813,7 @@ fn paired(
                 100.0 * ratio
             ),
         ));
-    }
-    let ratios: Vec<f64> = va.iter().zip(vb).map(|(x, y)| f(x) / f(y)).collect();
-    let each = ratios
-        .iter()
-        .map(|q| format!("{:.0}%", 100.0 * q))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let ratio = stats(ratios).0;
+    };
     Some((
         ratio,
         format!(
