@@ -19,6 +19,7 @@ use sluice_policy::{Backend, Outcome, ProxyConfig, Route, UploadPolicy};
 use crate::auth::Authenticator;
 use crate::backend::s3::S3Target;
 use crate::download::upstream::Origin;
+use crate::filters::Allowlists;
 use crate::metrics::{Metrics, ResultLabels, VersionLabels};
 
 /// What `sluice-proxy` serves with no `--policies`: everything under /files/ on disk, any type, 1 GiB files.
@@ -33,6 +34,8 @@ pub struct RouteRt {
     pub auth: Option<Authenticator>,
     /// For http backends: where the fast path sends uploads (`upload::splice`, `upload::form`).
     pub engine: Option<Arc<Engine>>,
+    /// The upload rules' type and extension allowlists, parsed.
+    pub allow: Allowlists,
 }
 
 /// An http backend's upload URL, parsed once. Put mode: objects go to
@@ -139,6 +142,7 @@ impl Active {
                 s3,
                 auth,
                 engine,
+                allow: Allowlists::new(&r.upload.allowed_types, &r.upload.allowed_extensions),
             }));
         }
         Ok(Self { config, routes })

@@ -223,15 +223,10 @@ impl Form {
 
     /// `b`: the next body bytes, as many as are queued (at most a window);
     /// `end`: they are the last of the body.
-    fn decide(
-        &mut self,
-        b: &[u8],
-        end: bool,
-        rules: &sluice_policy::UploadRules,
-    ) -> Result<Step, Reject> {
+    fn decide(&mut self, b: &[u8], end: bool, route: &RouteRt) -> Result<Step, Reject> {
         match self.state {
             State::Done => Ok(Step::Consume(b.len(), None)),
-            State::File { sniffed } => self.file_step(b, end, sniffed, rules),
+            State::File { sniffed } => self.file_step(b, end, sniffed, route),
             State::Framing(_) => self.framing_step(b, end),
         }
     }
@@ -252,8 +247,9 @@ impl Form {
         b: &[u8],
         end: bool,
         sniffed: bool,
-        rules: &sluice_policy::UploadRules,
+        route: &RouteRt,
     ) -> Result<Step, Reject> {
+        let rules = &route.route.upload;
         let found = self.finder.find(b);
         if found.is_none() && end {
             return Err(self.ended_early());
@@ -268,7 +264,7 @@ impl Form {
                 return Ok(Step::More);
             }
             if rules.verify_content {
-                verify_head(rules, &self.declared, &b[..data.min(SNIFF_LEN)])?;
+                verify_head(&route.allow, &self.declared, &b[..data.min(SNIFF_LEN)])?;
             }
             self.state = State::File { sniffed: true };
         }
@@ -460,7 +456,7 @@ impl Driver<'_> {
     /// The next step, waiting for bytes as long as it takes to decide one.
     async fn look(&mut self, lowat: &mut Lowat<'_>) -> Result<(Step, Src), Reject> {
         let plan = self.plan;
-        let rules = &plan.route.route.upload;
+        let route = &*plan.route;
         let pace = self.app.settings.pace;
         loop {
             if !self.held.is_empty() || self.left == 0 {
@@ -468,7 +464,7 @@ impl Driver<'_> {
                     .unwrap_or(usize::MAX)
                     .min(self.held.len());
                 let end = n as u64 == self.left;
-                match self.form.decide(&self.held[..n], end, rules)? {
+                match self.form.decide(&self.held[..n], end, route)? {
                     Step::More => self.read_more().await?,
                     s => return Ok((s, Src::Held)),
                 }
@@ -487,7 +483,7 @@ impl Driver<'_> {
                 pace,
                 self.read,
                 self.started,
-                |b, end| match form.decide(b, end, rules)? {
+                |b, end| match form.decide(b, end, route)? {
                     Step::More => Ok(None),
                     s => Ok(Some(s)),
                 },
@@ -567,7 +563,7 @@ impl Driver<'_> {
             });
         }
         let raw = head.filename.unwrap_or_default();
-        let (key, declared) = file_part(rules, &self.plan.dir, &raw, head.content_type)?;
+        let (key, declared) = file_part(&self.plan.route, &self.plan.dir, &raw, head.content_type)?;
         let Backend::Http {
             url,
             field_name,

@@ -25,7 +25,7 @@ use sluice_policy::{Checksum, Naming, UploadRules};
 
 use crate::backend::{NewObject, Part, Remotes, Staged};
 use crate::error::Reject;
-use crate::filters::{self, SNIFF_LEN};
+use crate::filters::{self, Allowlists, SNIFF_LEN};
 use crate::limits::BodyError;
 use crate::runtime::RouteRt;
 use multipart::{Multipart, MultipartError};
@@ -141,7 +141,7 @@ where
                 limit: rules.max_files,
             });
         }
-        let (key, declared) = file_part(rules, &dir, &raw_name, head.content_type)?;
+        let (key, declared) = file_part(&ctx.route, &dir, &raw_name, head.content_type)?;
         let mut part = open(ctx, &key, &declared, None)?;
         let chunks = futures_util::stream::unfold(&mut mp, |mp| async {
             match mp.chunk().await {
@@ -151,7 +151,7 @@ where
             }
         });
         let mut chunks = std::pin::pin!(chunks);
-        pump(&mut chunks, rules, &declared, &mut part).await?;
+        pump(&mut chunks, &ctx.route, &declared, &mut part).await?;
         staged.push(finish(part, key, declared).await?);
     }
     if staged.is_empty() {
@@ -174,7 +174,7 @@ fn upload_dir(rel: &str) -> Result<String, Reject> {
 
 /// A file part's key and declared type, once its name, extension and type pass.
 fn file_part(
-    rules: &UploadRules,
+    route: &RouteRt,
     dir: &str,
     raw_name: &str,
     content_type: Option<String>,
@@ -183,14 +183,14 @@ fn file_part(
         .ok_or_else(|| Reject::InvalidFilename(raw_name.to_string()))?;
     // RFC 7578: a part without Content-Type is text/plain.
     let declared = content_type.unwrap_or_else(|| "text/plain".into());
-    let key = match rules.naming {
+    let key = match route.route.upload.naming {
         Naming::Original => format!("{dir}{name}"),
         Naming::Uuid => match filters::extension(&name) {
             Some(ext) => format!("{dir}{}.{ext}", uuid::Uuid::new_v4()),
             None => format!("{dir}{}", uuid::Uuid::new_v4()),
         },
     };
-    check_declared(rules, &name, &declared)?;
+    check_declared(&route.allow, &name, &declared)?;
     Ok((key, declared))
 }
 
@@ -205,14 +205,13 @@ pub async fn put<S>(
 where
     S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
 {
-    let rules = &ctx.route.route.upload;
     let key = filters::parse_key(key).map_err(|e| Reject::InvalidKey(format!("{e:?}")))?;
     let name = key.rsplit('/').next().unwrap_or(&key).to_string();
     let declared = declared_put_type(content_type);
-    check_declared(rules, &name, &declared)?;
+    check_declared(&ctx.route.allow, &name, &declared)?;
     let mut part = open(ctx, &key, &declared, known_len)?;
     let mut chunks = body.map(|r| r.map_err(Reject::from));
-    pump(&mut chunks, rules, &declared, &mut part).await?;
+    pump(&mut chunks, &ctx.route, &declared, &mut part).await?;
     commit(vec![finish(part, key, declared).await?])
 }
 
@@ -243,20 +242,20 @@ fn open(
     )
 }
 
-fn check_declared(rules: &UploadRules, name: &str, declared: &str) -> Result<(), Reject> {
-    if !filters::extension_allowed(&rules.allowed_extensions, name) {
+fn check_declared(allow: &Allowlists, name: &str, declared: &str) -> Result<(), Reject> {
+    if !allow.extension_allowed(name) {
         return Err(Reject::ExtensionNotAllowed(name.to_string()));
     }
-    if !filters::type_allowed(&rules.allowed_types, declared) {
+    if !allow.type_allowed(declared) {
         return Err(Reject::TypeNotAllowed(declared.to_string()));
     }
     Ok(())
 }
 
-fn verify_head(rules: &UploadRules, declared: &str, head: &[u8]) -> Result<(), Reject> {
+fn verify_head(allow: &Allowlists, declared: &str, head: &[u8]) -> Result<(), Reject> {
     let s = filters::sniff(head);
     let sniffed = filters::sniffed_mime(&s);
-    if !filters::type_allowed(&rules.allowed_types, sniffed) {
+    if !allow.type_allowed(sniffed) {
         return Err(Reject::TypeNotAllowed(sniffed.to_string()));
     }
     if !filters::declared_agrees(declared, &s) {
@@ -271,13 +270,14 @@ fn verify_head(rules: &UploadRules, declared: &str, head: &[u8]) -> Result<(), R
 /// Moves one part's bytes into the backend, enforcing size and content rules mid-stream.
 async fn pump<S>(
     chunks: &mut S,
-    rules: &UploadRules,
+    route: &RouteRt,
     declared: &str,
     part: &mut Part,
 ) -> Result<(), Reject>
 where
     S: Stream<Item = Result<Bytes, Reject>> + Unpin,
 {
+    let rules = &route.route.upload;
     let mut size = 0u64;
     let mut head = rules
         .verify_content
@@ -300,7 +300,7 @@ where
             continue;
         }
         buf.extend_from_slice(&chunk[..need]);
-        verify_head(rules, declared, buf)?;
+        verify_head(&route.allow, declared, buf)?;
         part.write(buf.split().freeze()).await?;
         head = None;
         if chunk.len() > need {
@@ -309,7 +309,7 @@ where
     }
     if let Some(buf) = head {
         // The whole part was shorter than the sniff window.
-        verify_head(rules, declared, &buf)?;
+        verify_head(&route.allow, declared, &buf)?;
         part.write(buf.freeze()).await?;
     }
     Ok(())

@@ -84,7 +84,7 @@ pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
     let name = key.rsplit('/').next().unwrap_or(&key);
     let declared =
         super::declared_put_type(h.content_type.and_then(|c| std::str::from_utf8(c).ok()));
-    check_declared(rules, name, &declared).ok()?;
+    check_declared(&route.allow, name, &declared).ok()?;
     let mut target = String::with_capacity(engine.path.len() + key.len() + 16);
     target.push_str(&engine.path);
     target.push('/');
@@ -208,7 +208,7 @@ pub async fn run(
         }
     }
     if plan.route.route.upload.verify_content {
-        verify_head(&plan.route.route.upload, &plan.declared, &held[..window])
+        verify_head(&plan.route.allow, &plan.declared, &held[..window])
             .map_err(failed(partial(&held)))?;
     }
 

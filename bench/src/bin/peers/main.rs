@@ -308,6 +308,16 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Who goes first moves on by one each run, so that no proxy always runs
+/// right after the same neighbour (or always first, on a cold machine): on a
+/// shared host the slot in the order shows in the figures.
+fn rotate(whos: &mut [Who], run: usize) {
+    if !whos.is_empty() {
+        let n = whos.len();
+        whos.rotate_left((run - 1) % n);
+    }
+}
+
 fn largest(a: &Args) -> u64 {
     a.sizes.iter().copied().max().unwrap_or(0)
 }
@@ -333,6 +343,7 @@ impl Bench {
                         whos.push(Who::SluiceSha256);
                     }
                     whos.extend(peers.iter().map(|&p| Who::Peer(p)));
+                    rotate(&mut whos, run);
                     for who in whos {
                         eprintln!(
                             "[run {run}/{runs}] {} {} {}",
@@ -347,6 +358,7 @@ impl Bench {
             }
             let mut whos = vec![Who::Direct, Who::Sluice];
             whos.extend(peers.iter().map(|&p| Who::Peer(p)));
+            rotate(&mut whos, run);
             if !self.args.skip_concurrent {
                 let size = self.args.concurrent_size;
                 for &who in &whos {
@@ -929,6 +941,22 @@ fn plot_data(r: &BTreeMap<Key, Vec<Sample>>, a: &Args) -> (Vec<plot::Panel>, plo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_runs_first_once_in_as_many_runs() {
+        let all = [Who::Direct, Who::Sluice, Who::SluiceSha256];
+        let firsts: Vec<Who> = (1..=3)
+            .map(|run| {
+                let mut w = all;
+                rotate(&mut w, run);
+                w[0]
+            })
+            .collect();
+        assert_eq!(firsts, all);
+        let mut w = all;
+        rotate(&mut w, 4);
+        assert_eq!(w, all);
+    }
 
     #[test]
     fn wrk_output() {
