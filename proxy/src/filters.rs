@@ -4,10 +4,11 @@
 //!
 //! A multipart part flows through them in this order: the client's filename
 //! goes through [`sanitize_filename`] and the route's [`Allowlists`] (its
-//! extension); its declared Content-Type through the same lists; the first [`SNIFF_LEN`] bytes are
-//! buffered and [`sniff`]ed, and the part is kept only if the sniffed type is
-//! allowed too (via [`sniffed_mime`]) and [`declared_agrees`] with it. Object
-//! keys in download/upload paths go through [`parse_key`].
+//! extension); its declared Content-Type through the same lists; the first
+//! [`SNIFF_LEN`] bytes are buffered and [`sniff`]ed, and the part is kept
+//! only if the sniffed type is allowed too (via [`sniffed_mime`]) and
+//! [`declared_agrees`] with it. Object keys in download/upload paths go
+//! through [`parse_key`].
 //!
 //! Trade-offs: sniffing looks only at the head of a part, so a polyglot
 //! (valid PNG header, script later on) still passes; some of `infer`'s
@@ -238,8 +239,8 @@ fn extension_of(filename: &str) -> Option<&str> {
 }
 
 /// A route's type and extension allowlists, normalised once when its
-/// configuration loads rather than on every request (callgrind: the
-/// per-request normalising was about 4.5k of a small PUT's instructions).
+/// configuration loads rather than on every request (callgrind: parsing
+/// them on every request was about 2k of a small PUT's 40k instructions).
 /// Built from the compiled [`sluice_policy::UploadRules`] lists, which are
 /// lowercase already; case, spaces, dots and params are tolerated anyway.
 #[derive(Debug, Clone, Default)]
