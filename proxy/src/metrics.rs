@@ -39,94 +39,149 @@ pub struct VersionLabels {
     pub version: String,
 }
 
+/// A `path`-labelled counter family whose paths are known up front: their
+/// counters are taken from the family once, at start. They are exported at
+/// 0 before the first transfer (so a rate is defined from the start), and a
+/// transfer bumps its counter without hashing a label set under the
+/// family's lock. Any other path still counts, through the family.
+#[derive(Clone, Debug)]
+pub struct ByPath {
+    family: Family<PathLabels, Counter>,
+    known: Vec<(&'static str, Counter)>,
+}
+
+impl ByPath {
+    /// A new family, registered under `name`, with a counter per path of `paths`.
+    fn register(registry: &mut Registry, name: &str, help: &str, paths: &[&'static str]) -> Self {
+        let family = Family::<PathLabels, Counter>::default();
+        registry.register(name, help, family.clone());
+        let known = paths
+            .iter()
+            .map(|&path| (path, family.get_or_create(&PathLabels { path }).clone()))
+            .collect();
+        ByPath { family, known }
+    }
+
+    fn known(&self, path: &str) -> Option<&Counter> {
+        self.known.iter().find(|(p, _)| *p == path).map(|(_, c)| c)
+    }
+
+    pub fn inc(&self, path: &'static str) {
+        self.inc_by(path, 1);
+    }
+
+    pub fn inc_by(&self, path: &'static str, n: u64) {
+        match self.known(path) {
+            Some(c) => c.inc_by(n),
+            None => self.family.get_or_create(&PathLabels { path }).inc_by(n),
+        };
+    }
+
+    /// A handle on `path`'s counter, for a body that counts as it goes.
+    pub fn counter(&self, path: &'static str) -> Counter {
+        match self.known(path) {
+            Some(c) => c.clone(),
+            None => self.family.get_or_create(&PathLabels { path }).clone(),
+        }
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub rejections: Family<RuleLabels, Counter>,
     pub upload_bytes: Counter,
     pub objects_stored: Counter,
-    pub uploads: Family<PathLabels, Counter>,
-    pub download_bytes: Family<PathLabels, Counter>,
-    pub download_responses: Family<PathLabels, Counter>,
+    pub uploads: ByPath,
+    pub download_bytes: ByPath,
+    pub download_responses: ByPath,
     pub transfers_in_flight: Gauge,
     pub connections_open: Gauge,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_info: Family<VersionLabels, Gauge>,
 }
 
+const DOWNLOAD_PATHS: &[&str] = &["sendfile", "splice", "copy"];
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("sluice");
-        let m = Metrics {
-            requests: Family::default(),
-            rejections: Family::default(),
-            upload_bytes: Counter::default(),
-            objects_stored: Counter::default(),
-            uploads: Family::default(),
-            download_bytes: Family::default(),
-            download_responses: Family::default(),
-            transfers_in_flight: Gauge::default(),
-            connections_open: Gauge::default(),
-            config_reloads: Family::default(),
-            config_info: Family::default(),
-            registry: Registry::default(),
-        };
+        let requests = Family::default();
         registry.register(
             "requests",
             "Requests by method, policy and status",
-            m.requests.clone(),
+            requests.clone(),
         );
-        registry.register(
-            "rejections",
-            "Refused requests by rule",
-            m.rejections.clone(),
-        );
+        let rejections = Family::default();
+        registry.register("rejections", "Refused requests by rule", rejections.clone());
+        let upload_bytes = Counter::default();
         registry.register(
             "upload_bytes",
             "File bytes accepted from clients",
-            m.upload_bytes.clone(),
+            upload_bytes.clone(),
         );
+        let objects_stored = Counter::default();
         registry.register(
             "objects_stored",
             "Objects committed to a backend",
-            m.objects_stored.clone(),
+            objects_stored.clone(),
         );
-        registry.register(
+        let uploads = ByPath::register(
+            &mut registry,
             "uploads",
             "Stored uploads by path: splice (client socket -> pipe -> engine socket past the sniff window) or copy",
-            m.uploads.clone(),
+            &["splice", "copy"],
         );
-        registry.register(
+        let download_bytes = ByPath::register(
+            &mut registry,
             "download_bytes",
             "File bytes sent to clients, by path",
-            m.download_bytes.clone(),
+            DOWNLOAD_PATHS,
         );
-        registry.register(
+        let download_responses = ByPath::register(
+            &mut registry,
             "download_responses",
             "Download responses with a body, by path (sendfile, splice or copy)",
-            m.download_responses.clone(),
+            DOWNLOAD_PATHS,
         );
+        let transfers_in_flight = Gauge::default();
         registry.register(
             "transfers_in_flight",
             "Uploads and downloads in progress",
-            m.transfers_in_flight.clone(),
+            transfers_in_flight.clone(),
         );
+        let connections_open = Gauge::default();
         registry.register(
             "connections_open",
             "Client connections open",
-            m.connections_open.clone(),
+            connections_open.clone(),
         );
+        let config_reloads = Family::default();
         registry.register(
             "config_reloads",
             "Configuration loads by result",
-            m.config_reloads.clone(),
+            config_reloads.clone(),
         );
+        let config_info = Family::default();
         registry.register(
             "config_info",
             "The configuration version being served (value 1)",
-            m.config_info.clone(),
+            config_info.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry,
+            requests,
+            rejections,
+            upload_bytes,
+            objects_stored,
+            uploads,
+            download_bytes,
+            download_responses,
+            transfers_in_flight,
+            connections_open,
+            config_reloads,
+            config_info,
+        }
     }
 }
 
@@ -144,5 +199,56 @@ impl Metrics {
                 rule: rule.to_string(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(m: &Metrics, series: &str) -> Option<String> {
+        m.encode().lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')
+                .map(str::to_string)
+        })
+    }
+
+    #[test]
+    fn path_counters_are_exported_from_the_start_and_count_through_the_family() {
+        let m = Metrics::default();
+        for s in [
+            "sluice_uploads_total{path=\"splice\"}",
+            "sluice_uploads_total{path=\"copy\"}",
+            "sluice_download_bytes_total{path=\"sendfile\"}",
+            "sluice_download_responses_total{path=\"copy\"}",
+        ] {
+            assert_eq!(sample(&m, s).as_deref(), Some("0"), "{s}");
+        }
+        // Uploads never go through sendfile: no such series.
+        assert_eq!(sample(&m, "sluice_uploads_total{path=\"sendfile\"}"), None);
+
+        m.uploads.inc("splice");
+        m.download_bytes.inc_by("sendfile", 4096);
+        let body = m.download_bytes.counter("copy");
+        body.inc_by(10);
+        m.download_bytes.inc_by("copy", 5);
+        m.uploads.inc("other");
+        assert_eq!(
+            sample(&m, "sluice_uploads_total{path=\"splice\"}").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            sample(&m, "sluice_download_bytes_total{path=\"sendfile\"}").as_deref(),
+            Some("4096")
+        );
+        assert_eq!(
+            sample(&m, "sluice_download_bytes_total{path=\"copy\"}").as_deref(),
+            Some("15")
+        );
+        assert_eq!(
+            sample(&m, "sluice_uploads_total{path=\"other\"}").as_deref(),
+            Some("1")
+        );
     }
 }

@@ -41,7 +41,6 @@ use crate::App;
 use crate::download::{self, Answer, remote, semantics::RequestHeaders};
 use crate::error::Reject;
 use crate::filters;
-use crate::metrics::PathLabels;
 use crate::service::{self, Done};
 use crate::upload::{
     self,
@@ -580,11 +579,10 @@ async fn send_file(
     if head {
         return (status, 0, keep_alive);
     }
-    let labels = PathLabels { path: "sendfile" };
-    app.metrics.download_responses.get_or_create(&labels).inc();
+    app.metrics.download_responses.inc("sendfile");
     match zerocopy::sendfile(stream, &file, start, len, app.settings.idle_timeout).await {
         Ok(n) => {
-            app.metrics.download_bytes.get_or_create(&labels).inc_by(n);
+            app.metrics.download_bytes.inc_by("sendfile", n);
             (status, n, keep_alive)
         }
         Err(e) => {

@@ -27,7 +27,7 @@ use crate::App;
 use crate::download::{self, Answer, FileChunks, remote, semantics::RequestHeaders};
 use crate::error::Reject;
 use crate::limits::{BodyError, Paced};
-use crate::metrics::{PathLabels, RequestLabels};
+use crate::metrics::RequestLabels;
 use crate::runtime::RouteRt;
 use crate::upload::{self, Ctx, Stored};
 use sluice_policy::Backend;
@@ -355,10 +355,7 @@ pub fn stored(app: &App, stored: &Stored, path: &'static str) -> Vec<u8> {
     app.metrics
         .objects_stored
         .inc_by(stored.objects.len() as u64);
-    app.metrics
-        .uploads
-        .get_or_create(&PathLabels { path })
-        .inc();
+    app.metrics.uploads.inc(path);
     serde_json::to_vec(stored).unwrap_or_default()
 }
 
@@ -418,15 +415,8 @@ async fn download_hyper(
         ));
     }
     let permit = app.limits.admit(peer.ip())?;
-    let counter = app
-        .metrics
-        .download_bytes
-        .get_or_create(&PathLabels { path: "copy" })
-        .clone();
-    app.metrics
-        .download_responses
-        .get_or_create(&PathLabels { path: "copy" })
-        .inc();
+    let counter = app.metrics.download_bytes.counter("copy");
+    app.metrics.download_responses.inc("copy");
     let stream = FileChunks::new(file, start, len).map(move |r| {
         // The permit lives as long as the body does.
         let _held = &permit;

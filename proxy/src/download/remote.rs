@@ -33,7 +33,6 @@ use super::upstream::{self, Framing, Upstream};
 use crate::App;
 use crate::backend::http::{empty_body, encode_key, exchange};
 use crate::error::Reject;
-use crate::metrics::PathLabels;
 use crate::runtime::RouteRt;
 use crate::service::Body;
 
@@ -190,9 +189,8 @@ pub async fn via_hyper(
         return Ok((b.body(empty).unwrap_or_default(), 0));
     }
     let permit = app.limits.admit(peer.ip())?;
-    let labels = PathLabels { path: "copy" };
-    app.metrics.download_responses.get_or_create(&labels).inc();
-    let counter = app.metrics.download_bytes.get_or_create(&labels).clone();
+    app.metrics.download_responses.inc("copy");
+    let counter = app.metrics.download_bytes.counter("copy");
     let stream = BodyStream::new(resp.into_body()).map(move |r| {
         let _held = &permit;
         match r {
@@ -303,10 +301,9 @@ pub async fn via_fast(
     };
     let via = if path == "none" { "relay" } else { path };
     if path != "none" {
-        let labels = PathLabels { path };
-        app.metrics.download_responses.get_or_create(&labels).inc();
+        app.metrics.download_responses.inc(path);
         if let Ok(n) = &result {
-            app.metrics.download_bytes.get_or_create(&labels).inc_by(*n);
+            app.metrics.download_bytes.inc_by(path, *n);
         }
     }
     match result {
