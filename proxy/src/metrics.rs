@@ -234,21 +234,13 @@ mod tests {
         body.inc_by(10);
         m.download_bytes.inc_by("copy", 5);
         m.uploads.inc("other");
-        assert_eq!(
-            sample(&m, "sluice_uploads_total{path=\"splice\"}").as_deref(),
-            Some("1")
-        );
-        assert_eq!(
-            sample(&m, "sluice_download_bytes_total{path=\"sendfile\"}").as_deref(),
-            Some("4096")
-        );
-        assert_eq!(
-            sample(&m, "sluice_download_bytes_total{path=\"copy\"}").as_deref(),
-            Some("15")
-        );
-        assert_eq!(
-            sample(&m, "sluice_uploads_total{path=\"other\"}").as_deref(),
-            Some("1")
-        );
+        for (series, want) in [
+            ("sluice_uploads_total{path=\"splice\"}", "1"),
+            ("sluice_download_bytes_total{path=\"sendfile\"}", "4096"),
+            ("sluice_download_bytes_total{path=\"copy\"}", "15"),
+            ("sluice_uploads_total{path=\"other\"}", "1"),
+        ] {
+            assert_eq!(sample(&m, series).as_deref(), Some(want), "{series}");
+        }
     }
 }
