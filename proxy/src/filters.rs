@@ -243,7 +243,7 @@ fn extension_of(filename: &str) -> Option<&str> {
 /// them on every request was about 2k of a small PUT's 40k instructions).
 /// Built from the compiled [`sluice_policy::UploadRules`] lists, which are
 /// lowercase already; case, spaces, dots and params are tolerated anyway.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Allowlists {
     /// None: any type. Some(patterns): only those; a pattern that does not
     /// parse is dropped, so a list of only such patterns allows nothing.
