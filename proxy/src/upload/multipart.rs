@@ -112,6 +112,19 @@ impl Scanner {
         matches!(self.state, State::Done)
     }
 
+    /// Bytes the scanner keeps between two `feed`s: the held-back tail (a
+    /// slice of the last chunk, shorter than the delimiter) plus the buffers
+    /// it owns (framing, scratch) at their capacity. Bounded by `max_head`
+    /// and the boundary's length, whatever the body: the fuzz target
+    /// `multipart_split` checks it after every chunk.
+    pub fn retained(&self) -> usize {
+        let held = match &self.state {
+            State::Data { held } => held.len(),
+            _ => 0,
+        };
+        held + self.framing.capacity() + self.scratch.capacity()
+    }
+
     /// Scans one chunk of the body, pushing what it finds to `out`.
     pub fn feed(&mut self, mut c: Bytes, out: &mut Vec<Event>) -> Result<(), Bad> {
         let d = self.delimiter.len();
