@@ -119,8 +119,9 @@ fuzz_target!(|data: &[u8]| {
     let pieces = at.windows(2).map(|w| body.slice(w[0]..w[1]));
     let cut = run(&b, max_head, pieces);
 
-    assert_eq!(whole.said, cut.said, "cuts at {at:?} change what is said");
-    assert_eq!(whole.result, cut.result, "cuts at {at:?} change the outcome");
+    let cuts = &at[..at.len().min(40)];
+    assert_eq!(whole.said, cut.said, "cuts at {cuts:?} change what is said");
+    assert_eq!(whole.result, cut.result, "cuts at {cuts:?} change the outcome");
     assert_eq!(whole.done, cut.done);
     if whole.done {
         assert!(matches!(whole.said.last(), Some(Said::End)), "done without End");
