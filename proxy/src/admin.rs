@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::App;
+use crate::app::App;
 use crate::source::Source;
 
 /// Largest pushed config: a thousand policies compile to well under 1 MiB.

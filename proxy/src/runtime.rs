@@ -17,8 +17,9 @@ use sha2::{Digest, Sha256};
 use sluice_policy::{Backend, Outcome, ProxyConfig, Route, UploadPolicy};
 
 use crate::auth::Authenticator;
+use crate::backend::Dest;
 use crate::backend::s3::S3Target;
-use crate::download::upstream::Origin;
+use crate::backend::upstream::Origin;
 use crate::filters::Allowlists;
 use crate::metrics::{Metrics, ResultLabels, VersionLabels};
 
@@ -36,6 +37,17 @@ pub struct RouteRt {
     pub engine: Option<Arc<Engine>>,
     /// The upload rules' type and extension allowlists, parsed.
     pub allow: Allowlists,
+}
+
+impl RouteRt {
+    /// Where this route stores, for the backend.
+    pub fn dest(&self) -> Dest<'_> {
+        Dest {
+            backend: &self.route.backend,
+            fs_root: self.fs_root.as_deref(),
+            s3: self.s3.as_ref(),
+        }
+    }
 }
 
 /// An http backend's upload URL, parsed once. Put mode: objects go to

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::App;
+use crate::app::App;
 use crate::metrics::ResultLabels;
 use crate::runtime::{self, Active};
 
