@@ -210,7 +210,9 @@ pub fn load(files: &[(String, String)]) -> Loaded {
             Ok(d) => d,
             Err(e) => {
                 out.unparsed_files += 1;
-                let e = DecodeError::YamlSyntax(e.to_string());
+                // Without the source snippet: it would quote the file, Secrets included,
+                // into logs and /readyz.
+                let e = DecodeError::YamlSyntax(e.without_snippet().to_string());
                 out.not_accepted
                     .push(NotAccepted::decode(file, None, None, &e, &[]));
                 continue;

@@ -325,6 +325,11 @@ fn a_yaml_syntax_error_takes_out_its_file_only() {
         ("broken.yaml", None, "YamlSyntax")
     );
     assert_eq!((&n.policy, &n.field), (&None, &None));
+    assert!(n.message.contains("line 6"), "{}", n.message);
+    // The message never quotes the file: it could be a Secret.
+    let secret = "apiVersion: v1\nkind: Secret\nstringData: {key: k-4b1f, b: [\n";
+    let n = only_refusal(secret);
+    assert!(!n.message.contains("k-4b1f"), "{}", n.message);
     assert!(!f.nothing_read);
     // Every file broken: nothing was read at all.
     let f = compile_folder(&files(&[("x.yaml", "a: [")]));
