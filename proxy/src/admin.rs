@@ -1,5 +1,6 @@
 //! The admin port: `/metrics` (Prometheus text), `/healthz` (the process
-//! runs), `/readyz` (a configuration is loaded and being served), and the
+//! runs), `/readyz` (a configuration is loaded and being served, and which
+//! documents of the policies folder were left out of it, and why), and the
 //! operator's push API:
 //!
 //! ```text
@@ -23,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::App;
+use crate::app::App;
 use crate::source::Source;
 
 /// Largest pushed config: a thousand policies compile to well under 1 MiB.
@@ -95,7 +96,12 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
             Some(v) => reply(
                 StatusCode::OK,
                 "application/json",
-                serde_json::json!({"ready": true, "configVersion": v}).to_string(),
+                serde_json::json!({
+                    "ready": true,
+                    "configVersion": v,
+                    "notAccepted": *app.current.not_accepted(),
+                })
+                .to_string(),
             ),
             None => reply(
                 StatusCode::SERVICE_UNAVAILABLE,

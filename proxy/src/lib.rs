@@ -1,26 +1,32 @@
 //! sluice-proxy: the data plane of sluice.
 //!
 //! ```text
-//!   client --TCP--> server (listener; fast path: GET/HEAD by sendfile or splice,
-//!                     |                 PUT to an http engine by splice)
-//!                     \--> hyper --> service (route, auth, method)
-//!                                      |-- upload:   multipart -> filters -> backend pipe
-//!                                      \-- download: semantics -> file body
-//!   admin port --> /metrics /healthz /readyz
+//!   client --TCP--> server (listener; http1 heads; fast path: GET/HEAD by
+//!                     |     sendfile or splice, PUT and form POST to an http engine by splice)
+//!                     \--> hyper --> service
+//!   both paths -> gate (route, auth, admission, record)
+//!              -> upload (multipart -> filters -> backend pipe) | download (semantics -> body)
+//!   admin port --> /metrics /healthz /readyz, the operator's push; source: where config comes from
 //!   runtime: the current ProxyConfig, swapped atomically on reload
 //! ```
-//! Memory per transfer is a few buffers whatever the file size: uploads go
-//! through a bounded channel into the backend, downloads through sendfile or
-//! one reused read buffer.
+//! Modules sit on floors and import only from floors below their own; the
+//! table is in docs/architecture.md, and `tests/layering.rs` holds the code
+//! to it. Memory per transfer is a few buffers whatever the file size:
+//! uploads go through a bounded channel into the backend, downloads through
+//! sendfile or one reused read buffer.
 // Unsafe code only in `zerocopy`, each block with a SAFETY line.
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod app;
 pub mod auth;
 pub mod backend;
+pub mod body;
 pub mod download;
 pub mod error;
 pub mod filters;
+pub mod gate;
+pub mod http1;
 pub mod limits;
 pub mod metrics;
 pub mod runtime;
@@ -31,89 +37,4 @@ pub mod upload;
 #[allow(unsafe_code)]
 pub mod zerocopy;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use backend::Remotes;
-use download::remote::BufPool;
-use download::upstream::RawPool;
-use limits::{Limits, Pace};
-use metrics::Metrics;
-use runtime::Current;
-use zerocopy::PipePool;
-
-/// Knobs of the data path, from the command line.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// A request head must arrive whole within this.
-    pub header_timeout: Duration,
-    /// Longest quiet time on a keep-alive connection or mid-transfer.
-    pub idle_timeout: Duration,
-    pub pace: Pace,
-    pub max_head: usize,
-    /// Serve plain HTTP/1.1 downloads on the fast path: sendfile(2) from disk.
-    pub sendfile: bool,
-    /// On the fast path, move remote bodies with splice(2) (else copy through pooled buffers).
-    pub splice: bool,
-    /// fsync each object before it becomes visible.
-    pub fsync: bool,
-    /// Largest low-water mark of a spliced socket, and what an upload's peek
-    /// looks at (`--splice-window`).
-    pub splice_window: usize,
-    pub shutdown_grace: Duration,
-}
-
-/// Everything a request handler needs, shared by all connections.
-pub struct App {
-    pub current: Current,
-    pub metrics: Metrics,
-    pub limits: Arc<Limits>,
-    pub settings: Settings,
-    pub remotes: Remotes,
-    /// Pipes for splice(2), reused across downloads.
-    pub pipes: PipePool,
-    /// Idle keep-alive sockets to engines, for the fast path.
-    pub raw: RawPool,
-    /// Copy buffers for remote downloads that cannot be spliced.
-    pub bufs: BufPool,
-}
-
-/// Sizes of the pools and limits, from the command line.
-#[derive(Debug, Clone)]
-pub struct Capacity {
-    pub max_transfers: usize,
-    pub max_per_client: usize,
-    pub pipe_size: usize,
-    pub s3_part_size: usize,
-    pub s3_part_buffers: usize,
-    pub backend_connect_timeout: Duration,
-    pub backend_timeout: Duration,
-    pub spool_dir: std::path::PathBuf,
-}
-
-impl App {
-    pub fn new(settings: Settings, cap: Capacity) -> Arc<Self> {
-        let metrics = Metrics::default();
-        let limits = Limits::new(
-            cap.max_transfers,
-            cap.max_per_client,
-            metrics.transfers_in_flight.clone(),
-        );
-        Arc::new(Self {
-            current: Current::default(),
-            metrics,
-            limits,
-            settings,
-            remotes: Remotes {
-                client: backend::http::client(cap.backend_connect_timeout),
-                parts: backend::s3::PartPool::new(cap.s3_part_size, cap.s3_part_buffers),
-                connect_timeout: cap.backend_connect_timeout,
-                timeout: cap.backend_timeout,
-                spool_dir: cap.spool_dir,
-            },
-            pipes: PipePool::new(cap.pipe_size, 256),
-            raw: RawPool::default(),
-            bufs: BufPool::new(download::COPY_CHUNK),
-        })
-    }
-}
+pub use app::{App, Capacity, Settings};

@@ -188,6 +188,16 @@ where
     }
 }
 
+impl From<BodyError> for Reject {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::Idle(_) => Reject::TooSlow { min_rate: 0 },
+            BodyError::TooSlow { min_rate, .. } => Reject::TooSlow { min_rate },
+            BodyError::Client(m) => Reject::ClientAborted(m),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

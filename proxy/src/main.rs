@@ -20,6 +20,15 @@ enum LogFormat {
     Json,
 }
 
+/// Terminal colours in text logs.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogColor {
+    /// Only when stdout is a terminal: a file or `kubectl logs` gets plain text.
+    Auto,
+    Always,
+    Never,
+}
+
 /// Streaming upload/download filtering proxy. With no --policies it serves an
 /// embedded default: /files/ on disk under --data-dir, any type, files up to 1 GiB, no auth.
 #[derive(Parser, Debug)]
@@ -45,6 +54,8 @@ struct Args {
     reload_interval: Duration,
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    #[arg(long, env = "SLUICE_LOG_COLOR", value_enum, default_value = "auto")]
+    log_color: LogColor,
     /// No access-log line per request (target "access"); metrics still count every
     /// request. For high request rates: a JSON line costs about as much CPU as a small PUT.
     #[arg(long, env = "SLUICE_NO_ACCESS_LOG")]
@@ -125,6 +136,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         state_dir,
         reload_interval,
         log_format,
+        log_color,
         no_access_log,
         header_timeout,
         idle_timeout,
@@ -145,7 +157,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         admin_token_file,
         config_snapshot,
     } = args;
-    let _logs = init_logs(log_format, !no_access_log);
+    let _logs = init_logs(log_format, log_color, !no_access_log);
 
     let settings = Settings {
         header_timeout,
@@ -266,7 +278,11 @@ async fn wait_for_signal() {
 /// queue push, not a write(2) on the runtime thread, and lines queued meanwhile
 /// go out in one write. Not lossy: past the queue's bound, loggers wait.
 /// The returned guard flushes what is queued when dropped at exit.
-fn init_logs(format: LogFormat, access: bool) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logs(
+    format: LogFormat,
+    color: LogColor,
+    access: bool,
+) -> tracing_appender::non_blocking::WorkerGuard {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if !access && let Ok(off) = "access=off".parse() {
@@ -282,8 +298,14 @@ fn init_logs(format: LogFormat, access: bool) -> tracing_appender::non_blocking:
             64 * 1024,
             std::io::stdout(),
         ));
+    let ansi = match color {
+        LogColor::Auto => std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        LogColor::Always => true,
+        LogColor::Never => false,
+    };
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer);
     match format {
         LogFormat::Text => b.init(),

@@ -11,14 +11,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
-use sluice_policy::{Backend, Outcome, ProxyConfig, Route, UploadPolicy};
+use sluice_policy::load::Ignored;
+use sluice_policy::{Backend, NotAccepted, ProxyConfig, Route, UploadPolicy};
 
 use crate::auth::Authenticator;
+use crate::backend::Dest;
 use crate::backend::s3::S3Target;
-use crate::download::upstream::Origin;
+use crate::backend::upstream::Origin;
 use crate::filters::Allowlists;
 use crate::metrics::{Metrics, ResultLabels, VersionLabels};
 
@@ -36,6 +38,17 @@ pub struct RouteRt {
     pub engine: Option<Arc<Engine>>,
     /// The upload rules' type and extension allowlists, parsed.
     pub allow: Allowlists,
+}
+
+impl RouteRt {
+    /// Where this route stores, for the backend.
+    pub fn dest(&self) -> Dest<'_> {
+        Dest {
+            backend: &self.route.backend,
+            fs_root: self.fs_root.as_deref(),
+            s3: self.s3.as_ref(),
+        }
+    }
 }
 
 /// An http backend's upload URL, parsed once. Put mode: objects go to
@@ -170,9 +183,19 @@ fn check_plain_http(url: &str) -> Result<(), String> {
 #[derive(Default)]
 pub struct Current {
     active: ArcSwapOption<Active>,
+    /// The policies folder's documents left out of the last load that was applied.
+    not_accepted: ArcSwap<Vec<NotAccepted>>,
 }
 
 impl Current {
+    pub fn not_accepted(&self) -> Arc<Vec<NotAccepted>> {
+        self.not_accepted.load_full()
+    }
+
+    pub fn set_not_accepted(&self, list: Vec<NotAccepted>) {
+        self.not_accepted.store(Arc::new(list));
+    }
+
     pub fn load(&self) -> Option<Arc<Active>> {
         self.active.load_full()
     }
@@ -206,45 +229,36 @@ impl Current {
     }
 }
 
-/// UploadPolicies and Secrets from YAML text: multi-document, other kinds ignored.
+/// UploadPolicies and Secrets from YAML text: multi-document, other kinds
+/// ignored, every document strict; the first one not accepted is an error.
 pub fn parse_manifests(
     text: &str,
     origin: &str,
 ) -> Result<(Vec<UploadPolicy>, Vec<Secret>), String> {
-    let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| format!("{origin}: {e}"))?;
-    let mut policies = Vec::new();
-    let mut secrets = Vec::new();
-    for (i, doc) in docs.into_iter().enumerate() {
-        let kind = doc
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .unwrap_or("")
-            .to_string();
-        let api = doc
-            .get("apiVersion")
-            .and_then(|k| k.as_str())
-            .unwrap_or("")
-            .to_string();
-        match (api.as_str(), kind.as_str()) {
-            ("sluice.dev/v1alpha1", "UploadPolicy") => policies.push(
-                serde_json::from_value(doc)
-                    .map_err(|e| format!("{origin}: document {}: UploadPolicy: {e}", i + 1))?,
-            ),
-            ("v1", "Secret") => secrets.push(
-                serde_json::from_value(doc)
-                    .map_err(|e| format!("{origin}: document {}: Secret: {e}", i + 1))?,
-            ),
-            _ => tracing::warn!(
-                origin,
-                document = i + 1,
-                api,
-                kind,
-                "ignoring manifest that is not an UploadPolicy or Secret"
-            ),
-        }
+    let loaded = sluice_policy::load::load(&[(origin.to_string(), text.to_string())]);
+    if let Some(n) = loaded.not_accepted.first() {
+        return Err(match n.document {
+            Some(d) => format!("{}: document {d}: {}", n.file, n.message),
+            None => format!("{}: {}", n.file, n.message),
+        });
     }
-    Ok((policies, secrets))
+    log_ignored(&loaded.ignored);
+    Ok((
+        loaded.policies.into_iter().map(|(p, _)| p).collect(),
+        loaded.secrets.into_iter().map(|(s, _)| s).collect(),
+    ))
+}
+
+fn log_ignored(ignored: &[Ignored]) {
+    for i in ignored {
+        tracing::warn!(
+            origin = %i.origin.file,
+            document = i.origin.document,
+            api = %i.api_version,
+            kind = %i.kind,
+            "ignoring manifest that is not an UploadPolicy or Secret"
+        );
+    }
 }
 
 /// Files (path, text) of a policies directory.
@@ -277,23 +291,43 @@ pub fn read_dir(dir: &Path) -> Result<(Manifests, [u8; 32]), String> {
 
 /// Compiles manifests and logs each policy that did not make it, with why.
 pub fn compile_texts(texts: &[(String, String)]) -> Result<ProxyConfig, String> {
-    let mut policies = Vec::new();
-    let mut secrets = Vec::new();
-    for (origin, text) in texts {
-        let (p, s) = parse_manifests(text, origin)?;
-        policies.extend(p);
-        secrets.extend(s);
+    compile_files(texts).map(|(config, _)| config)
+}
+
+/// Compiles a folder's files (name, YAML): each document that does not decode
+/// or compile is left out, logged with where it is and why, and returned for
+/// `/readyz`; the rest serves. An error only when no file is YAML at all,
+/// which is treated as a folder that does not read.
+pub fn compile_files(
+    texts: &[(String, String)],
+) -> Result<(ProxyConfig, Vec<NotAccepted>), String> {
+    let folder = sluice_policy::compile_folder(texts);
+    if folder.nothing_read {
+        let why: Vec<String> = folder
+            .not_accepted
+            .iter()
+            .map(|n| format!("{}: {}", n.file, n.message))
+            .collect();
+        return Err(why.join("; "));
     }
-    let compiled = sluice_policy::compile(&policies, &secrets);
-    for (key, outcome) in &compiled.outcomes {
-        match outcome {
-            Outcome::Accepted => tracing::info!(policy = %key, "policy accepted"),
-            o => {
-                tracing::warn!(policy = %key, reason = o.reason(), detail = %o.message(), "policy not accepted")
-            }
-        }
+    log_ignored(&folder.ignored);
+    for (key, o) in &folder.accepted {
+        tracing::info!(policy = %key, file = %o.file, document = o.document, "policy accepted");
     }
-    Ok(compiled.config)
+    for n in &folder.not_accepted {
+        tracing::warn!(
+            policy = n.policy.as_deref(),
+            reason = n.reason,
+            detail = %n.message,
+            file = %n.file,
+            document = n.document,
+            kind = n.kind.as_deref(),
+            field = n.field.as_deref(),
+            nearest = n.nearest.as_deref(),
+            "policy not accepted"
+        );
+    }
+    Ok((folder.config, folder.not_accepted))
 }
 
 /// Atomically writes the config to `state_dir/config.json` (temp file + rename).
@@ -323,7 +357,9 @@ mod tests {
 
     #[test]
     fn embedded_default_compiles_to_one_fs_route() {
-        let cfg = compile_texts(&[("default".into(), DEFAULT_POLICY.into())]).unwrap();
+        let (cfg, not_accepted) =
+            compile_files(&[("default".into(), DEFAULT_POLICY.into())]).unwrap();
+        assert_eq!(not_accepted, []);
         assert_eq!(cfg.routes.len(), 1);
         let r = &cfg.routes[0];
         assert_eq!(r.path_prefix, "/files/");

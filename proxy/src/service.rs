@@ -1,139 +1,38 @@
-//! Request handling shared by both HTTP paths, and the hyper service.
+//! The hyper service: every request on a connection hyper owns (HTTP/2,
+//! HTTP/1.0, chunked uploads, and whatever else the fast path leaves).
 //!
 //! ```text
-//!   route (host, path) -> auth -> method:
-//!     GET/HEAD -> download::answer -> file body (hyper) | sendfile (server.rs)
+//!   gate: route (host, path) -> auth -> method:
+//!     GET/HEAD -> download::answer -> file body | download::remote::via_hyper
 //!     POST     -> early 413 from Content-Length -> admit -> upload::multipart
 //!     PUT      -> 411/early 413 -> admit -> upload::put
-//!   every outcome -> one access-log line + request/rejection metrics
+//!   every outcome -> the gate's record (one access-log line, metrics; via "hyper")
 //! ```
 //! Checks on Content-Length happen before the body is polled, so a client
 //! that sent `Expect: 100-continue` gets its 413 without sending a byte.
 
 use std::convert::Infallible;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
+use http_body_util::{BodyExt, BodyStream, StreamBody};
 use hyper::body::{Frame, Incoming};
 
-use crate::App;
+use crate::app::App;
+use crate::body::{Body, empty, full, reject_response};
 use crate::download::{self, Answer, FileChunks, remote, semantics::RequestHeaders};
 use crate::error::Reject;
-use crate::limits::{BodyError, Paced};
-use crate::metrics::RequestLabels;
+use crate::gate::{self, Ask, Outcome, Visit};
+use crate::http1::{LINGER_BYTES, LINGER_TIME};
+use crate::limits::Paced;
 use crate::runtime::RouteRt;
 use crate::upload::{self, Ctx, Stored};
 use sluice_policy::Backend;
 
-pub type Body = UnsyncBoxBody<Bytes, io::Error>;
-
 pub const ALLOW: &str = "GET, HEAD, POST, PUT";
-
-/// The route for a request, with the part of the path after its prefix.
-pub fn route_for(
-    app: &App,
-    host: Option<&str>,
-    path: &str,
-) -> Result<(Arc<RouteRt>, usize), Reject> {
-    let active = app.current.load().ok_or_else(|| {
-        Reject::NoConfig("the proxy has no configuration yet; see /readyz on the admin port".into())
-    })?;
-    let route = active.route(host, path).ok_or(Reject::NoRoute)?.clone();
-    let prefix = route.route.path_prefix.len();
-    Ok((route, prefix))
-}
-
-pub fn authorize(
-    route: &RouteRt,
-    authorization: Option<&[u8]>,
-    api_key: Option<&[u8]>,
-) -> Result<(), Reject> {
-    match &route.auth {
-        None => Ok(()),
-        Some(a) => a.check(authorization, api_key),
-    }
-}
-
-/// What the access log and metrics need about one finished request.
-pub struct Done<'a> {
-    pub method: &'a str,
-    pub path: &'a str,
-    pub policy: &'a str,
-    pub status: u16,
-    pub bytes: u64,
-    pub rule: Option<&'static str>,
-    pub peer: SocketAddr,
-    pub via: &'static str,
-    pub started: Instant,
-}
-
-pub fn record(app: &App, d: Done<'_>) {
-    app.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            method: method_label(d.method),
-            policy: d.policy.to_string(),
-            status: d.status,
-        })
-        .inc();
-    if let Some(rule) = d.rule {
-        app.metrics.reject(rule);
-    }
-    tracing::info!(
-        target: "access",
-        method = d.method,
-        path = d.path,
-        policy = d.policy,
-        status = d.status,
-        bytes = d.bytes,
-        duration_ms = d.started.elapsed().as_secs_f64() * 1e3,
-        rule = d.rule.unwrap_or(""),
-        peer = %d.peer,
-        via = d.via,
-        "request"
-    );
-}
-
-/// A request's method as a label: extension methods are a client's choice,
-/// and a label must not be (each value is a series kept for the process's life).
-fn method_label(m: &str) -> &'static str {
-    const KNOWN: [&str; 9] = [
-        "GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
-    ];
-    KNOWN.iter().find(|k| **k == m).copied().unwrap_or("other")
-}
-
-fn full(status: StatusCode, headers: Vec<(&'static str, String)>, body: Vec<u8>) -> Response<Body> {
-    let mut b = Response::builder().status(status);
-    for (k, v) in headers {
-        b = b.header(k, v);
-    }
-    b.body(
-        Full::new(Bytes::from(body))
-            .map_err(|e: Infallible| match e {})
-            .boxed_unsync(),
-    )
-    .unwrap_or_else(|_| Response::new(empty()))
-}
-
-fn empty() -> Body {
-    Full::new(Bytes::new())
-        .map_err(|e: Infallible| match e {})
-        .boxed_unsync()
-}
-
-pub fn reject_response(r: &Reject) -> Response<Body> {
-    let mut h = r.headers();
-    h.push(("content-type", "application/json".into()));
-    full(r.status(), h, r.body())
-}
 
 /// The hyper service: one call per request on the connections hyper owns.
 pub async fn handle(
@@ -141,13 +40,12 @@ pub async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let started = Instant::now();
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
-    let mut policy = String::new();
+    let mut visit = Visit::new(&method, &path, peer);
     let req = BodySlot::wrap(req);
     let slot = req.body().clone();
-    let (resp, bytes, rule) = match dispatch(&app, peer, req, &mut policy).await {
+    let (resp, bytes, rule) = match dispatch(&app, peer, req, &mut visit).await {
         Ok((resp, bytes)) => (resp, bytes, None),
         Err(r) => {
             slot.linger();
@@ -157,18 +55,13 @@ pub async fn handle(
             (reject_response(&r), 0, Some(r.rule()))
         }
     };
-    record(
+    visit.record(
         &app,
-        Done {
-            method: &method,
-            path: &path,
-            policy: &policy,
+        Outcome {
             status: resp.status().as_u16(),
             bytes,
             rule,
-            peer,
             via: "hyper",
-            started,
         },
     );
     Ok(resp)
@@ -182,22 +75,22 @@ async fn dispatch(
     app: &Arc<App>,
     peer: SocketAddr,
     req: Request<BodySlot>,
-    policy: &mut String,
+    visit: &mut Visit<'_>,
 ) -> Result<(Response<Body>, u64), Reject> {
     let host = req.uri().host().map(str::to_string).or_else(|| {
         header(&req, "host")
             .and_then(|h| std::str::from_utf8(h).ok())
             .map(str::to_string)
     });
-    let path = req.uri().path().to_string();
-    let (route, prefix) = route_for(app, host.as_deref(), &path)?;
-    policy.clone_from(&route.route.policy);
-    authorize(
-        &route,
-        header(&req, "authorization"),
-        header(&req, "x-api-key"),
+    let pass = visit.enter(
+        app,
+        &Ask {
+            host: host.as_deref(),
+            authorization: header(&req, "authorization"),
+            api_key: header(&req, "x-api-key"),
+        },
     )?;
-    let rel = &path[prefix..];
+    let (route, rel) = (pass.route, pass.rel);
     match *req.method() {
         Method::GET | Method::HEAD => download_hyper(app, &route, rel, req, peer).await,
         Method::POST => {
@@ -212,7 +105,7 @@ async fn dispatch(
             if upload::content_length(req.headers())?.is_some_and(|n| n > limit) {
                 return Err(Reject::RequestTooLarge { limit });
             }
-            let _permit = app.limits.admit(peer.ip())?;
+            let _permit = gate::admit(app, peer)?;
             let ctx = Ctx {
                 route: route.clone(),
                 remotes: &app.remotes,
@@ -231,7 +124,7 @@ async fn dispatch(
             if len.is_some_and(|n| n > limit) {
                 return Err(Reject::FileTooLarge { limit });
             }
-            let _permit = app.limits.admit(peer.ip())?;
+            let _permit = gate::admit(app, peer)?;
             let ctx = Ctx {
                 route: route.clone(),
                 remotes: &app.remotes,
@@ -259,11 +152,6 @@ fn body_stream(
         .boxed();
     Paced::new(frames, app.settings.pace)
 }
-
-/// Most of what is left of a request body that is read after an early answer.
-pub(crate) const LINGER_BYTES: u64 = 4 << 20;
-/// How long that reading may take.
-pub(crate) const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A request body, shared between whoever reads it and `linger`.
 ///
@@ -349,19 +237,9 @@ impl hyper::body::Body for BodySlot {
     }
 }
 
-/// Counts a stored upload and gives its 201 body.
-pub fn stored(app: &App, stored: &Stored, path: &'static str) -> Vec<u8> {
-    app.metrics.upload_bytes.inc_by(stored.bytes());
-    app.metrics
-        .objects_stored
-        .inc_by(stored.objects.len() as u64);
-    app.metrics.uploads.inc(path);
-    serde_json::to_vec(stored).unwrap_or_default()
-}
-
 fn created(app: &App, stored: Stored) -> (Response<Body>, u64) {
     let bytes = stored.bytes();
-    let body = self::stored(app, &stored, "copy");
+    let body = stored.counted(&app.metrics, "copy");
     (
         full(
             StatusCode::CREATED,
@@ -414,7 +292,7 @@ async fn download_hyper(
             0,
         ));
     }
-    let permit = app.limits.admit(peer.ip())?;
+    let permit = gate::admit(app, peer)?;
     let counter = app.metrics.download_bytes.counter("copy");
     app.metrics.download_responses.inc("copy");
     let stream = FileChunks::new(file, start, len).map(move |r| {
@@ -427,14 +305,4 @@ async fn download_hyper(
     });
     let body = StreamBody::new(stream).boxed_unsync();
     Ok((b.body(body).unwrap_or_else(|_| Response::new(empty())), len))
-}
-
-impl From<BodyError> for Reject {
-    fn from(e: BodyError) -> Self {
-        match e {
-            BodyError::Idle(_) => Reject::TooSlow { min_rate: 0 },
-            BodyError::TooSlow { min_rate, .. } => Reject::TooSlow { min_rate },
-            BodyError::Client(m) => Reject::ClientAborted(m),
-        }
-    }
 }

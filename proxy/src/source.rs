@@ -6,7 +6,9 @@
 //! Polling a content digest (every `interval`) rather than inotify: a
 //! Kubernetes ConfigMap volume changes by swapping a symlink, which inotify
 //! watchers routinely miss, and a directory of policies is small.
-//! A directory that fails to parse or compile keeps the last good config.
+//! Each document of the directory that does not decode or compile is left out
+//! (and listed on /readyz); a directory that does not read at all (or in which
+//! no file is YAML) keeps the last good config.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::App;
+use crate::app::App;
 use crate::metrics::ResultLabels;
 use crate::runtime::{self, Active};
 
@@ -104,8 +106,10 @@ impl Source {
             .into_iter()
             .map(|(p, t)| (p.display().to_string(), t))
             .collect();
-        let cfg = runtime::compile_texts(&texts)?;
+        let (cfg, not_accepted) = runtime::compile_files(&texts)?;
         self.apply(app, cfg, &dir.display().to_string())?;
+        // Also when the routes did not change: which documents are out may have.
+        app.current.set_not_accepted(not_accepted);
         Ok(digest)
     }
 

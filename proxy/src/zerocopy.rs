@@ -15,6 +15,9 @@
 //! kernel move as much as the socket buffer takes. A page-cache miss makes
 //! sendfile read the disk on the runtime thread, as nginx does without aio;
 //! the chunk cap keeps any one call short.
+//!
+//! Where neither call can go (a chunked or close-delimited engine body, hyper's
+//! connections), bytes are copied through pooled buffers of `COPY_CHUNK`.
 
 use std::fs::File;
 use std::io;
@@ -369,6 +372,39 @@ fn set_rcvlowat(socket: &TcpStream, n: usize) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Read size of the copying path, where splice and sendfile cannot go.
+pub const COPY_CHUNK: usize = 64 * 1024;
+
+/// Copy buffers for the non-splice path, reused across responses.
+pub struct BufPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    size: usize,
+}
+
+impl BufPool {
+    pub fn new(size: usize) -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+            size,
+        }
+    }
+
+    pub fn get(&self) -> Vec<u8> {
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_else(|| vec![0; self.size])
+    }
+
+    pub fn put(&self, b: Vec<u8>) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < 64 {
+            free.push(b);
+        }
     }
 }
 

@@ -325,3 +325,51 @@ fn splice_window_out_of_range_is_refused_at_start() {
         );
     }
 }
+
+/// The first text log lines of a proxy started with `--log-format text` and
+/// these flags, up to the `listening` line, its stdout a pipe (as under
+/// `kubectl logs` or a redirect to a file).
+fn text_logs_until_listening(extra: &[&str]) -> String {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-proxy"));
+    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--log-format", "text", "--data-dir"])
+        .arg(dir.path())
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env_remove("SLUICE_LOG_COLOR")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut text = String::new();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines {
+        let line = line.unwrap();
+        text.push_str(&line);
+        text.push('\n');
+        if line.contains("listening") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("listening"), "no listening line in:\n{text}");
+    text
+}
+
+#[test]
+fn text_logs_are_coloured_only_on_a_terminal() {
+    let piped = text_logs_until_listening(&[]);
+    assert!(
+        !piped.contains('\u{1b}'),
+        "escape codes in logs written to a pipe:\n{piped:?}"
+    );
+    let forced = text_logs_until_listening(&["--log-color", "always"]);
+    assert!(forced.contains("\u{1b}["), "{forced:?}");
+    let never = text_logs_until_listening(&["--log-color", "never"]);
+    assert!(!never.contains('\u{1b}'), "{never:?}");
+}

@@ -11,12 +11,15 @@
 //!   file of the same request failed): the object is deleted again where the
 //!   engine has a delete (fs, http put, s3).
 //! ```
+//! `upstream` is the raw HTTP/1.1 client of the splice paths: pooled
+//! keep-alive sockets to engines, handed to splice(2) once a head is read.
 
 pub mod fs;
 pub mod http;
 pub mod s3;
+pub mod upstream;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +27,6 @@ use bytes::Bytes;
 use sluice_policy::Backend;
 
 use crate::error::Reject;
-use crate::runtime::RouteRt;
 
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -116,6 +118,16 @@ impl Drop for UndoGuard {
     }
 }
 
+/// Where a route stores: its policy's backend, with what was prepared for it
+/// when the configuration loaded.
+pub struct Dest<'a> {
+    pub backend: &'a Backend,
+    /// fs: the directory objects live in.
+    pub fs_root: Option<&'a Path>,
+    /// s3: bucket and credentials, ready to sign.
+    pub s3: Option<&'a Arc<s3::S3Target>>,
+}
+
 /// What an object is, for the backend to open it.
 pub struct NewObject<'a> {
     pub key: &'a str,
@@ -126,12 +138,11 @@ pub struct NewObject<'a> {
 }
 
 impl Part {
-    pub fn open(route: &RouteRt, remotes: &Remotes, o: &NewObject<'_>) -> Result<Self, Reject> {
-        match &route.route.backend {
+    pub fn open(dest: &Dest<'_>, remotes: &Remotes, o: &NewObject<'_>) -> Result<Self, Reject> {
+        match dest.backend {
             Backend::Fs { .. } => {
-                let root = route
+                let root = dest
                     .fs_root
-                    .as_deref()
                     .ok_or_else(|| Reject::Storage("fs route without a root".into()))?;
                 Ok(Part::Fs(fs::FsPart::create(
                     root, o.key, o.checksum, o.fsync,
@@ -161,9 +172,9 @@ impl Part {
                 o.checksum,
             )?))),
             Backend::S3 { .. } => {
-                let target = route
+                let target = dest
                     .s3
-                    .clone()
+                    .cloned()
                     .ok_or_else(|| Reject::Storage("s3 route without a bucket".into()))?;
                 Ok(Part::S3(Box::new(s3::S3Part::new(
                     target,

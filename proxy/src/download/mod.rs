@@ -12,7 +12,6 @@
 
 pub mod remote;
 pub mod semantics;
-pub mod upstream;
 
 use std::fs::File;
 use std::io;
@@ -31,8 +30,7 @@ use crate::error::Reject;
 use crate::filters;
 use crate::runtime::RouteRt;
 
-/// Read size of the copying path.
-pub const COPY_CHUNK: usize = 64 * 1024;
+pub use crate::zerocopy::COPY_CHUNK;
 
 pub enum Answer {
     NotModified {

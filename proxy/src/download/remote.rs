@@ -17,7 +17,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 
 use bytes::Buf;
 use futures_util::StreamExt;
@@ -29,12 +28,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::semantics::RequestHeaders;
-use super::upstream::{self, Framing, Upstream};
-use crate::App;
+use crate::app::App;
 use crate::backend::http::{empty_body, encode_key, exchange};
+use crate::backend::upstream::{self, Framing, Upstream};
+use crate::body::Body;
 use crate::error::Reject;
+use crate::gate;
+use crate::http1::chunked::Chunked;
+use crate::http1::response::{finish_head, push_header, status_line};
 use crate::runtime::RouteRt;
-use crate::service::Body;
 
 /// Engine response headers a client gets.
 const RELAYED: &[&str] = &[
@@ -49,36 +51,6 @@ const RELAYED: &[&str] = &[
     "content-disposition",
     "expires",
 ];
-
-/// Copy buffers for the non-splice path, reused across responses.
-pub struct BufPool {
-    free: Mutex<Vec<Vec<u8>>>,
-    size: usize,
-}
-
-impl BufPool {
-    pub fn new(size: usize) -> Self {
-        Self {
-            free: Mutex::new(Vec::new()),
-            size,
-        }
-    }
-
-    fn get(&self) -> Vec<u8> {
-        self.free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_else(|| vec![0; self.size])
-    }
-
-    fn put(&self, b: Vec<u8>) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if free.len() < 64 {
-            free.push(b);
-        }
-    }
-}
 
 /// The engine URL of `key` and the extra headers the policy sends it.
 pub fn upstream_url(
@@ -188,7 +160,7 @@ pub async fn via_hyper(
             .boxed_unsync();
         return Ok((b.body(empty).unwrap_or_default(), 0));
     }
-    let permit = app.limits.admit(peer.ip())?;
+    let permit = gate::admit(app, peer)?;
     app.metrics.download_responses.inc("copy");
     let counter = app.metrics.download_bytes.counter("copy");
     let stream = BodyStream::new(resp.into_body()).map(move |r| {
@@ -257,12 +229,12 @@ pub async fn via_fast(
     check_status(up.status, up.header("content-range"))?;
     let _permit = match up.framing {
         Framing::None => None,
-        _ => Some(app.limits.admit(peer.ip())?),
+        _ => Some(gate::admit(app, peer)?),
     };
     let mut keep_alive = keep_alive && up.framing != Framing::Close;
 
     scratch.clear();
-    crate::server::status_line(scratch, up.status);
+    status_line(scratch, up.status);
     for (k, v) in &up.headers {
         if RELAYED.contains(&k.as_str())
             && !(k == "content-length" && up.framing == Framing::Chunked)
@@ -274,9 +246,9 @@ pub async fn via_fast(
         }
     }
     if up.framing == Framing::Chunked {
-        crate::server::push_header(scratch, "transfer-encoding", "chunked");
+        push_header(scratch, "transfer-encoding", "chunked");
     }
-    crate::server::finish_head(scratch, keep_alive);
+    finish_head(scratch, keep_alive);
     let status = up.status;
     if client.write_all(scratch).await.is_err() {
         return Ok(Relayed {
@@ -416,48 +388,23 @@ async fn fill(up: &mut Upstream) -> io::Result<()> {
 
 /// Forwards a chunked body as is, following its framing to find where it ends.
 async fn relay_chunked(app: &App, up: &mut Upstream, client: &mut TcpStream) -> io::Result<u64> {
-    let mut data = 0u64;
+    let mut framing = Chunked::default();
     loop {
-        let (idx, size) = loop {
-            match httparse::parse_chunk_size(&up.buffered) {
-                Ok(httparse::Status::Complete(x)) => break x,
-                Ok(httparse::Status::Partial) => fill(up).await?,
-                Err(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "bad chunk size from engine",
-                    ));
-                }
-            }
-        };
-        client.write_all(&up.buffered[..idx]).await?;
-        up.buffered.advance(idx);
-        if size == 0 {
-            // Trailer section: lines until an empty one.
-            loop {
-                match up.buffered.windows(2).position(|w| w == b"\r\n") {
-                    Some(pos) => {
-                        client.write_all(&up.buffered[..pos + 2]).await?;
-                        up.buffered.advance(pos + 2);
-                        if pos == 0 {
-                            return Ok(data);
-                        }
-                    }
-                    None => fill(up).await?,
-                }
-            }
+        let n = framing
+            .scan(&up.buffered)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        client.write_all(&up.buffered[..n]).await?;
+        up.buffered.advance(n);
+        if framing.done() {
+            return Ok(framing.data_len());
         }
-        data += size;
-        let mut left = size + 2; // data and its CRLF
-        let take = up
-            .buffered
-            .len()
-            .min(usize::try_from(left).unwrap_or(usize::MAX));
-        client.write_all(&up.buffered[..take]).await?;
-        up.buffered.advance(take);
-        left -= take as u64;
-        if left > 0 {
-            copy_exact(app, up, client, left).await?;
+        match framing.pending() {
+            0 => fill(up).await?,
+            // Everything buffered was taken: the rest of the chunk comes straight off the socket.
+            left => {
+                copy_exact(app, up, client, left).await?;
+                framing.skip(left);
+            }
         }
     }
 }

@@ -31,7 +31,7 @@
 //! DELETE), as on the hyper path. The multipart mode has the hyper path's
 //! caveat: some upload servers keep what they got of a truncated upload.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,12 +53,14 @@ use super::{
     FRAMING_BUDGET, MAX_FIELD_BYTES, MAX_FIELDS, Stored, StoredObject, commit, file_part,
     upload_dir, verify_head,
 };
-use crate::App;
+use crate::app::App;
 use crate::backend::http::encode_key;
+use crate::backend::upstream;
 use crate::backend::{Staged, Undo, UndoGuard, Written};
-use crate::download::upstream;
 use crate::error::Reject;
 use crate::filters::SNIFF_LEN;
+use crate::gate::{self, Pass};
+use crate::http1::chunked::size_line;
 use crate::limits::{BodyError, Permit};
 use crate::runtime::{Engine, RouteRt};
 use crate::zerocopy::Lowat;
@@ -78,18 +80,19 @@ pub struct Plan {
 
 /// None when hyper should serve the request (a route this path does not
 /// take, or a check that fails: hyper then answers with the rejection).
-pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
-    let (route, prefix, engine, mode) = engine_route(app, h)?;
+pub fn plan(app: &App, pass: &Pass<'_>, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
+    let (engine, mode) = engine_route(app, pass)?;
+    let route = pass.route.clone();
     if h.len > super::multipart_limit(&route.route.upload) {
         return None;
     }
     let boundary = multipart::boundary(std::str::from_utf8(h.content_type?).ok()?)?;
-    let dir = upload_dir(&h.path[prefix..]).ok()?;
+    let dir = upload_dir(pass.rel).ok()?;
     // A multipart engine stores files flat: hyper's path refuses the directory.
     if mode == HttpMode::Multipart && !dir.is_empty() {
         return None;
     }
-    let permit = app.limits.admit(peer.ip()).ok()?;
+    let permit = gate::admit(app, peer).ok()?;
     Some(Plan {
         mode,
         engine,
@@ -612,7 +615,7 @@ impl Driver<'_> {
         headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
         let mut out = origin.head(method, &target, headers.iter().copied());
         if let Some(p) = &prefix {
-            chunk_line(&mut out, false, p.len());
+            size_line(&mut out, false, p.len());
             out.extend_from_slice(p.as_bytes());
         }
         // The query stays out of errors and logs (it may carry a signature).
@@ -655,10 +658,7 @@ impl Driver<'_> {
         let mut line = [0u8; 24];
         let len = {
             let mut w = &mut line[..];
-            if f.crlf {
-                let _ = w.write_all(b"\r\n");
-            }
-            let _ = write!(w, "{n:x}\r\n");
+            size_line(&mut w, f.crlf, n);
             24 - w.len()
         };
         f.crlf = true;
@@ -699,7 +699,7 @@ impl Driver<'_> {
         self.form.state = State::Framing(Framing::Between);
         let mut out = Vec::with_capacity(128);
         if let Some(s) = &f.suffix {
-            chunk_line(&mut out, f.crlf, s.len());
+            size_line(&mut out, f.crlf, s.len());
             out.extend_from_slice(s.as_bytes());
             f.crlf = true;
         }
@@ -772,12 +772,4 @@ async fn send(
             "{what}: the engine read nothing for {timeout:?}"
         ))),
     }
-}
-
-/// A chunk's size line, after the previous chunk's CRLF when one is open.
-fn chunk_line(out: &mut Vec<u8>, crlf: bool, n: usize) {
-    if crlf {
-        out.extend_from_slice(b"\r\n");
-    }
-    let _ = write!(out, "{n:x}\r\n");
 }

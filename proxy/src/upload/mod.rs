@@ -27,6 +27,7 @@ use crate::backend::{NewObject, Part, Remotes, Staged};
 use crate::error::Reject;
 use crate::filters::{self, Allowlists, SNIFF_LEN};
 use crate::limits::BodyError;
+use crate::metrics::Metrics;
 use crate::runtime::RouteRt;
 use multipart::{Multipart, MultipartError};
 
@@ -61,6 +62,14 @@ pub struct Stored {
 impl Stored {
     pub fn bytes(&self) -> u64 {
         self.objects.iter().map(|o| o.size).sum()
+    }
+
+    /// Counts the stored upload (`path`: splice or copy) and gives its 201 body.
+    pub fn counted(&self, metrics: &Metrics, path: &'static str) -> Vec<u8> {
+        metrics.upload_bytes.inc_by(self.bytes());
+        metrics.objects_stored.inc_by(self.objects.len() as u64);
+        metrics.uploads.inc(path);
+        serde_json::to_vec(self).unwrap_or_default()
     }
 }
 
@@ -230,7 +239,7 @@ fn open(
     known_len: Option<u64>,
 ) -> Result<Part, Reject> {
     Part::open(
-        &ctx.route,
+        &ctx.route.dest(),
         ctx.remotes,
         &NewObject {
             key,

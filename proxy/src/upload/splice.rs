@@ -3,11 +3,12 @@
 //! (or, with `checksum: sha256`, entering it once, read-only, to be hashed).
 //!
 //! ```text
-//!   server.rs parsed a plain HTTP/1.1 PUT with Content-Length
-//!   plan: route is backend.http put, no spool, splice on; route, auth, key,
-//!         declared type and extension, Content-Length within maxFileSize,
-//!         admission -- anything else: None, hyper serves the request
-//!         (and gives the same answer, or the same rejection)
+//!   server.rs parsed a plain HTTP/1.1 PUT with Content-Length; the gate
+//!   found its route and let it in
+//!   plan: route is backend.http put, no spool, splice on; key, declared
+//!         type and extension, Content-Length within maxFileSize, admission
+//!         -- anything else: None, hyper serves the request (and gives the
+//!         same answer, or the same rejection)
 //!   100 Continue if asked -> first SNIFF_LEN bytes read, sniffed, checked
 //!   -> engine socket (RawPool): PUT head with Content-Length, the bytes read
 //!   -> the rest: checksum none: spliced client socket -> pooled pipe -> engine
@@ -36,22 +37,20 @@ use tokio::net::TcpStream;
 
 use super::peek;
 use super::{Stored, StoredObject, check_declared, verify_head};
-use crate::App;
+use crate::app::App;
 use crate::backend::http::push_encoded_key;
-use crate::download::upstream::{self, Framing, Head, Origin};
+use crate::backend::upstream::{self, Framing, Head, Origin};
 use crate::error::Reject;
 use crate::filters::{self, SNIFF_LEN};
+use crate::gate::{self, Pass};
+use crate::http1::response::CONTINUE;
 use crate::limits::{BodyError, Permit};
 use crate::runtime::{Engine, RouteRt};
-use crate::service;
 use crate::zerocopy::{Ends, Lowat, SpliceError};
 
-/// What the fast path read from an upload's head (PUT or POST).
+/// What the fast path read from an upload's head (PUT or POST), beside what
+/// the gate took.
 pub struct UploadHead<'a> {
-    pub path: &'a str,
-    pub host: Option<&'a str>,
-    pub authorization: Option<&'a [u8]>,
-    pub api_key: Option<&'a [u8]>,
     pub content_type: Option<&'a [u8]>,
     pub len: u64,
     pub expect_continue: bool,
@@ -74,13 +73,14 @@ pub struct Plan {
 
 /// None when hyper should serve the request (a route this path does not
 /// take, or a check that fails: hyper then answers with the rejection).
-pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
-    let (route, prefix, engine, mode) = engine_route(app, h)?;
+pub fn plan(app: &App, pass: &Pass<'_>, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
+    let (engine, mode) = engine_route(app, pass)?;
+    let route = pass.route.clone();
     let rules = &route.route.upload;
     if mode != HttpMode::Put || h.len > rules.max_file_size {
         return None;
     }
-    let key = filters::parse_key(&h.path[prefix..]).ok()?;
+    let key = filters::parse_key(pass.rel).ok()?;
     let name = key.rsplit('/').next().unwrap_or(&key);
     let declared =
         super::declared_put_type(h.content_type.and_then(|c| std::str::from_utf8(c).ok()));
@@ -90,7 +90,7 @@ pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
     target.push('/');
     push_encoded_key(&mut target, &key);
     let hash = rules.checksum == Checksum::Sha256;
-    let permit = app.limits.admit(peer.ip()).ok()?;
+    let permit = gate::admit(app, peer).ok()?;
     Some(Plan {
         engine,
         route,
@@ -104,30 +104,22 @@ pub fn plan(app: &App, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
     })
 }
 
-/// What both fast upload paths ask first: splice on, the route, a
-/// `backend.http` without spool whose URL the fast path can use, and the
-/// client allowed on it. Returns the route, its prefix's length, the engine
-/// and the mode.
-pub(super) fn engine_route(
-    app: &App,
-    h: &UploadHead<'_>,
-) -> Option<(Arc<RouteRt>, usize, Arc<Engine>, HttpMode)> {
+/// What both fast upload paths ask first, of a request the gate let in:
+/// splice on, and a `backend.http` without spool whose URL the fast path
+/// can use. Returns the engine and the mode.
+pub(super) fn engine_route(app: &App, pass: &Pass<'_>) -> Option<(Arc<Engine>, HttpMode)> {
     if !app.settings.splice {
         return None;
     }
-    let (route, prefix) = service::route_for(app, h.host, h.path).ok()?;
-    let (
-        Backend::Http {
-            mode, spool: None, ..
-        },
-        Some(engine),
-    ) = (&route.route.backend, &route.engine)
-    else {
-        return None;
-    };
-    let (mode, engine) = (*mode, engine.clone());
-    service::authorize(&route, h.authorization, h.api_key).ok()?;
-    Some((route, prefix, engine, mode))
+    match (&pass.route.route.backend, &pass.route.engine) {
+        (
+            Backend::Http {
+                mode, spool: None, ..
+            },
+            Some(engine),
+        ) => Some((engine.clone(), *mode)),
+        _ => None,
+    }
 }
 
 impl Plan {
@@ -163,7 +155,7 @@ pub(super) async fn send_continue(stream: &mut TcpStream, due: bool) -> Result<(
         return Ok(());
     }
     stream
-        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+        .write_all(CONTINUE)
         .await
         .map_err(|e| Reject::ClientAborted(e.to_string()))
         .map_err(failed(Body::Withheld))

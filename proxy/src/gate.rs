@@ -1,0 +1,151 @@
+//! The gate: what every request goes through, whichever path carries it.
+//!
+//! ```text
+//!   Visit::new(method, path, peer)
+//!     enter(host, credentials) -> route (host, longest prefix) -> auth -> Pass
+//!     admit(peer)              -> a Permit (transfer caps), once a transfer starts
+//!   Visit::record(outcome)     -> one access-log line, request and rejection metrics
+//! ```
+//! Both the fast path (`server`) and the hyper service (`service`) call it;
+//! it knows neither: they hand it plain values (the head's strings and
+//! bytes, the peer) and get back a route, a permit or a `Reject`. A rule
+//! every request must pass (CORS, signed URLs) belongs in `enter`, written
+//! once for both paths. `upload` and `download` sit above it and ask it for
+//! admission when their transfer starts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::app::App;
+use crate::error::Reject;
+use crate::limits::Permit;
+use crate::metrics::RequestLabels;
+use crate::runtime::RouteRt;
+
+/// What a request presents at the gate, from its head.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ask<'a> {
+    pub host: Option<&'a str>,
+    pub authorization: Option<&'a [u8]>,
+    pub api_key: Option<&'a [u8]>,
+}
+
+/// A request the gate let through: its route, and its path past the route's prefix.
+pub struct Pass<'a> {
+    pub route: Arc<RouteRt>,
+    pub rel: &'a str,
+}
+
+/// How a request ended, for the record.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub status: u16,
+    pub bytes: u64,
+    /// The rule that refused it, if one did.
+    pub rule: Option<&'static str>,
+    /// How its bytes moved: sendfile, splice, relay, copy, fast or hyper.
+    pub via: &'static str,
+}
+
+/// One request's passage through the gate, from its head to its record.
+pub struct Visit<'a> {
+    method: &'a str,
+    path: &'a str,
+    peer: SocketAddr,
+    started: Instant,
+    /// The route it was matched to, even when it was then refused: the
+    /// record names its policy.
+    route: Option<Arc<RouteRt>>,
+}
+
+impl<'a> Visit<'a> {
+    pub fn new(method: &'a str, path: &'a str, peer: SocketAddr) -> Self {
+        Self {
+            method,
+            path,
+            peer,
+            started: Instant::now(),
+            route: None,
+        }
+    }
+
+    /// Route, then authentication.
+    pub fn enter(&mut self, app: &App, ask: &Ask<'_>) -> Result<Pass<'a>, Reject> {
+        let active = app.current.load().ok_or_else(|| {
+            Reject::NoConfig(
+                "the proxy has no configuration yet; see /readyz on the admin port".into(),
+            )
+        })?;
+        let route = active
+            .route(ask.host, self.path)
+            .ok_or(Reject::NoRoute)?
+            .clone();
+        self.route = Some(route.clone());
+        if let Some(auth) = &route.auth {
+            auth.check(ask.authorization, ask.api_key)?;
+        }
+        let rel = &self.path[route.route.path_prefix.len()..];
+        Ok(Pass { route, rel })
+    }
+
+    /// The policy of the route matched, or "" before one was.
+    pub fn policy(&self) -> &str {
+        self.route.as_ref().map_or("", |r| &r.route.policy)
+    }
+
+    /// The access-log line and the metrics of a finished request.
+    pub fn record(self, app: &App, o: Outcome) {
+        let policy = self.policy();
+        app.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                method: method_label(self.method),
+                policy: policy.to_string(),
+                status: o.status,
+            })
+            .inc();
+        if let Some(rule) = o.rule {
+            app.metrics.reject(rule);
+        }
+        tracing::info!(
+            target: "access",
+            method = self.method,
+            path = self.path,
+            policy,
+            status = o.status,
+            bytes = o.bytes,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            rule = o.rule.unwrap_or(""),
+            peer = %self.peer,
+            via = o.via,
+            "request"
+        );
+    }
+}
+
+/// Admission: a transfer slot within the proxy's and the client's caps.
+pub fn admit(app: &App, peer: SocketAddr) -> Result<Permit, Reject> {
+    app.limits.admit(peer.ip())
+}
+
+/// A request's method as a label: extension methods are a client's choice,
+/// and a label must not be (each value is a series kept for the process's life).
+fn method_label(m: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    KNOWN.iter().find(|k| **k == m).copied().unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_methods_share_one_label() {
+        assert_eq!(method_label("PUT"), "PUT");
+        assert_eq!(method_label("BREW"), "other");
+        assert_eq!(method_label("get"), "other");
+    }
+}
