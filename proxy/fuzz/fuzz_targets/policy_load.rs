@@ -1,11 +1,16 @@
-//! The policy loader: a folder's YAML files (multi-document UploadPolicies and
-//! Secrets) -> compile_texts -> ProxyConfig -> Active::build, as `--policies`
-//! loads them. Input: the files' texts separated by NUL bytes (YAML cannot
-//! hold one). A valid config or an error, never a panic; and what compile
-//! makes must pass the check a pushed config gets (`ProxyConfig::check`) and
-//! survive a JSON round trip, since the operator pushes it and the proxy
-//! persists it.
+//! The policy loader: a folder's YAML files (multi-document UploadPolicies,
+//! Secrets, other kinds) -> `sluice_policy::compile_folder` -> ProxyConfig ->
+//! Active::build, as `--policies` loads them. Input: the files' texts
+//! separated by NUL bytes (YAML cannot hold one).
+//!
+//! A config plus the documents left out, never a panic; what compile makes
+//! passes the check a pushed config gets (`ProxyConfig::check`: the operator
+//! pushes it, the proxy persists and reloads it) and survives a JSON round
+//! trip; the policies said accepted are the routes served, and what is left
+//! out is placed in a file that was given.
 #![no_main]
+
+use std::collections::BTreeSet;
 
 use libfuzzer_sys::fuzz_target;
 use sluice_proxy_fuzz::{assert_json_round_trip, build_sandboxed};
@@ -14,7 +19,7 @@ use sluice_proxy_fuzz::{assert_json_round_trip, build_sandboxed};
 const MAX_FILES: usize = 4;
 
 fuzz_target!(|data: &[u8]| {
-    let texts: Vec<(String, String)> = data
+    let files: Vec<(String, String)> = data
         .split(|b| *b == 0)
         .take(MAX_FILES)
         .enumerate()
@@ -25,12 +30,23 @@ fuzz_target!(|data: &[u8]| {
             )
         })
         .collect();
-    let Ok(cfg) = sluice_proxy::runtime::compile_texts(&texts) else {
-        return;
-    };
+    let folder = sluice_policy::compile_folder(&files);
+    let cfg = folder.config;
     if let Err(e) = cfg.check() {
         panic!("compile made a config that its own check refuses: {e}\n{cfg:#?}");
     }
     assert_json_round_trip(&cfg);
-    let _ = build_sandboxed(cfg);
+
+    let accepted: BTreeSet<&str> = folder.accepted.iter().map(|(k, _)| k.as_str()).collect();
+    let served: BTreeSet<&str> = cfg.routes.iter().map(|r| r.policy.as_str()).collect();
+    assert_eq!(accepted, served, "accepted policies are not the routes served");
+    for n in &folder.not_accepted {
+        assert!(
+            files.iter().any(|(f, _)| *f == n.file),
+            "left out at an unknown place: {n:?}"
+        );
+    }
+    if !folder.nothing_read {
+        let _ = build_sandboxed(cfg);
+    }
 });
