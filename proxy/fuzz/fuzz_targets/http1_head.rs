@@ -28,7 +28,11 @@ fn same(a: &Parsed, b: &Parsed) -> bool {
 }
 
 fn check_request(r: &Request) {
-    assert!(r.path.starts_with('/') && !r.path.contains('?'), "path {:?}", r.path);
+    assert!(
+        r.path.starts_with('/') && !r.path.contains('?'),
+        "path {:?}",
+        r.path
+    );
     assert_eq!(r.head, r.method == "HEAD");
     match r.method {
         "GET" | "HEAD" => assert!(r.upload.is_none(), "{} with an upload", r.method),
@@ -47,7 +51,11 @@ fuzz_target!(|data: &[u8]| {
         Parsed::Other => {}
         Parsed::Complete(n, r) => {
             let n = *n;
-            assert!(0 < n && n <= buf.len(), "Complete({n}) of {} bytes", buf.len());
+            assert!(
+                0 < n && n <= buf.len(),
+                "Complete({n}) of {} bytes",
+                buf.len()
+            );
             assert_eq!(buf[n - 1], b'\n', "a head ends with its last line");
             if let Some(r) = r {
                 check_request(r);
@@ -57,7 +65,10 @@ fuzz_target!(|data: &[u8]| {
             let mut more = buf.to_vec();
             more.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n\x00\xff");
             let with_more = parse(&more, max_head);
-            assert!(same(&parsed, &with_more), "{parsed:?} vs with more {with_more:?}");
+            assert!(
+                same(&parsed, &with_more),
+                "{parsed:?} vs with more {with_more:?}"
+            );
             for k in [n - 1, n / 2, usize::from(*cut) % n] {
                 match parse(&buf[..k], max_head) {
                     Parsed::Partial => {}

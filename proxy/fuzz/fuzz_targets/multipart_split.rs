@@ -80,7 +80,9 @@ fn run(b: &str, max_head: usize, chunks: impl Iterator<Item = Bytes>) -> Run {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let [sel, ncuts, rest @ ..] = data else { return };
+    let [sel, ncuts, rest @ ..] = data else {
+        return;
+    };
     let max_head = 16 + 4 * usize::from(*sel);
     let (ncuts, one_by_one) = match *ncuts {
         0xff => (0, true),
@@ -121,9 +123,15 @@ fuzz_target!(|data: &[u8]| {
 
     let cuts = &at[..at.len().min(40)];
     assert_eq!(whole.said, cut.said, "cuts at {cuts:?} change what is said");
-    assert_eq!(whole.result, cut.result, "cuts at {cuts:?} change the outcome");
+    assert_eq!(
+        whole.result, cut.result,
+        "cuts at {cuts:?} change the outcome"
+    );
     assert_eq!(whole.done, cut.done);
     if whole.done {
-        assert!(matches!(whole.said.last(), Some(Said::End)), "done without End");
+        assert!(
+            matches!(whole.said.last(), Some(Said::End)),
+            "done without End"
+        );
     }
 });

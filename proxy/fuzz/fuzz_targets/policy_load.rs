@@ -39,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
 
     let accepted: BTreeSet<&str> = folder.accepted.iter().map(|(k, _)| k.as_str()).collect();
     let served: BTreeSet<&str> = cfg.routes.iter().map(|r| r.policy.as_str()).collect();
-    assert_eq!(accepted, served, "accepted policies are not the routes served");
+    assert_eq!(
+        accepted, served,
+        "accepted policies are not the routes served"
+    );
     for n in &folder.not_accepted {
         assert!(
             files.iter().any(|(f, _)| *f == n.file),

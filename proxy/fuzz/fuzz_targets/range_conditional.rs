@@ -140,11 +140,18 @@ fuzz_target!(|data: &[u8]| {
     };
 
     let p = plan(&file, &req, false);
-    assert_eq!(p, plan(&file, &req, true), "HEAD plans differently from GET");
+    assert_eq!(
+        p,
+        plan(&file, &req, true),
+        "HEAD plans differently from GET"
+    );
     let cr = content_range(&p, len);
     match p {
         Plan::Partial { start, end } => {
-            assert!(start <= end && end < len, "range {start}-{end} outside a file of {len}");
+            assert!(
+                start <= end && end < len,
+                "range {start}-{end} outside a file of {len}"
+            );
             assert_eq!(cr, Some(format!("bytes {start}-{end}/{len}")));
             assert!(req.range.is_some(), "206 without a Range");
         }
@@ -166,7 +173,12 @@ fuzz_target!(|data: &[u8]| {
     // Only the Range header: a canonical one reads as the RFC says.
     if let (Some(r), [None, None, None, None, None]) = (req.range, &values[1..]) {
         if let Some(want) = reference(r, len) {
-            assert_eq!(p, want, "Range {:?} of a file of {len}", String::from_utf8_lossy(r));
+            assert_eq!(
+                p,
+                want,
+                "Range {:?} of a file of {len}",
+                String::from_utf8_lossy(r)
+            );
         }
     }
 });
