@@ -257,7 +257,8 @@ pub struct Folder {
     pub config: ProxyConfig,
     /// Policies serving, with where they came from.
     pub accepted: Vec<(PolicyKey, Origin)>,
-    /// Decode errors in folder order, then compile's refusals in policy order.
+    /// Decode errors and second definitions of a policy in folder order, then
+    /// compile's refusals in policy order.
     pub not_accepted: Vec<NotAccepted>,
     pub ignored: Vec<Ignored>,
     /// See [`Loaded::nothing_read`].
@@ -270,16 +271,38 @@ pub struct Folder {
 pub fn compile_folder(files: &[(String, String)]) -> Folder {
     let loaded = load(files);
     let nothing_read = loaded.nothing_read();
-    let policies: Vec<&UploadPolicy> = loaded.policies.iter().map(|(p, _)| p).collect();
+    let mut not_accepted = loaded.not_accepted;
+    // Two documents may name the same policy (a file copied in the folder): the
+    // first serves and the others are refused. Compiled together, a second one
+    // would serve a route of its own or, on the same route, replace the first's
+    // outcome with a conflict with itself.
+    let mut origins: BTreeMap<PolicyKey, &Origin> = BTreeMap::new();
+    let mut policies: Vec<&UploadPolicy> = Vec::new();
+    for (p, o) in &loaded.policies {
+        let key = key_of(p);
+        match origins.get(&key) {
+            None => {
+                origins.insert(key, o);
+                policies.push(p);
+            }
+            Some(first) => not_accepted.push(NotAccepted {
+                file: o.file.clone(),
+                document: Some(o.document),
+                kind: Some(KIND.into()),
+                message: format!(
+                    "policy {key} is defined again here; the first definition, {} document {}, is the one used",
+                    first.file, first.document
+                ),
+                policy: Some(key),
+                reason: Outcome::Conflicted(String::new()).reason(),
+                field: None,
+                nearest: None,
+            }),
+        }
+    }
     let secrets: Vec<&Secret> = loaded.secrets.iter().map(|(s, _)| s).collect();
     let compiled = compile(&policies, &secrets);
-    // Two documents may name the same policy; the first one is where to look.
-    let mut origins: BTreeMap<PolicyKey, &Origin> = BTreeMap::new();
-    for (p, o) in &loaded.policies {
-        origins.entry(key_of(p)).or_insert(o);
-    }
     let mut accepted = Vec::new();
-    let mut not_accepted = loaded.not_accepted;
     for (key, outcome) in compiled.outcomes {
         let origin = origins.get(&key).map(|o| (*o).clone()).unwrap_or(Origin {
             file: String::new(),

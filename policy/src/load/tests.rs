@@ -407,6 +407,28 @@ fn good_documents_beside_bad_ones_are_all_accepted() {
     assert_eq!(f.ignored[0].kind, "ConfigMap");
 }
 
+/// Found by the fuzz target `policy_load` (corpus file `regression-same-policy-twice`):
+/// a second definition's outcome (`Invalid`, or `Conflicted` with itself on the
+/// same route) replaced the first's `Accepted`, so a policy served while
+/// reported as not accepted; with another prefix, one policy served two routes.
+#[test]
+fn a_policy_defined_twice_serves_its_first_definition() {
+    for second in [fs("/a/"), fs("/b/"), fs("nope/")] {
+        let f = compile_folder(&files(&[
+            ("1.yaml", &policy("p", &fs("/a/"))),
+            ("2.yaml", &policy("p", &second)),
+        ]));
+        let accepted: Vec<&str> = f.accepted.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(accepted, ["web/p"], "second at {second}");
+        assert_eq!(f.config.routes.len(), 1);
+        assert_eq!(f.config.routes[0].path_prefix, "/a/");
+        assert_eq!(f.not_accepted.len(), 1, "{:#?}", f.not_accepted);
+        let n = &f.not_accepted[0];
+        assert_eq!((n.file.as_str(), n.reason), ("2.yaml", "Conflicted"));
+        assert!(n.message.contains("1.yaml document 1"), "{}", n.message);
+    }
+}
+
 #[test]
 fn a_policy_naming_a_secret_that_does_not_decode_is_secret_not_found() {
     let yaml = format!(
