@@ -21,8 +21,6 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::CustomResourceExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -372,7 +370,22 @@ fn decode<T: serde::de::DeserializeOwned>(doc: Value) -> Result<T, DecodeError> 
 
 /// The CRD's openAPIV3Schema, with what the API server adds to every object:
 /// `apiVersion`, `kind`, and `metadata` as an ObjectMeta.
+///
+/// Embedded as JSON generated from the types (`tests::embedded_schema_is_the_types_own`
+/// fails when it is stale and says how to regenerate it), not generated at
+/// run time: schemars walking `UploadPolicy` and `ObjectMeta` touches about
+/// 2 MiB of code that would then stay resident in every proxy.
 static SCHEMA: LazyLock<Value> = LazyLock::new(|| {
+    serde_json::from_str(SCHEMA_JSON).expect("load/schema.json is JSON (a test parses it)")
+});
+
+const SCHEMA_JSON: &str = include_str!("load/schema.json");
+
+/// What `SCHEMA` is generated from: the CRD's schema and ObjectMeta's.
+#[cfg(test)]
+fn generate_schema() -> Value {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::CustomResourceExt;
     let crd = serde_json::to_value(UploadPolicy::crd()).unwrap_or_default();
     let mut root = crd
         .pointer("/spec/versions/0/schema/openAPIV3Schema")
@@ -388,7 +401,7 @@ static SCHEMA: LazyLock<Value> = LazyLock::new(|| {
         props.insert("metadata".into(), meta.to_value());
     }
     root
-});
+}
 
 /// Checks `v` against schema `s` at `path`, as a structural schema is applied:
 /// null where the schema does not allow it counts as absent (the API server

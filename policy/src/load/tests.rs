@@ -486,3 +486,30 @@ fn any_input_is_an_outcome_never_a_panic() {
     let f = compile_folder(&files(&[("deep.yaml", &deep)]));
     assert!(f.nothing_read);
 }
+
+/// The embedded schema is what the types generate. Regenerate it with
+/// `SLUICE_BLESS=1 cargo test -p sluice-policy embedded_schema`.
+#[test]
+fn embedded_schema_is_the_types_own() {
+    let generated = generate_schema();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/load/schema.json");
+    if std::env::var_os("SLUICE_BLESS").is_some() {
+        let mut text = serde_json::to_string_pretty(&generated).unwrap();
+        text.push('\n');
+        std::fs::write(path, text).unwrap();
+    }
+    let embedded: Value = serde_json::from_str(SCHEMA_JSON).expect("schema.json parses");
+    assert!(
+        embedded == generated,
+        "policy/src/load/schema.json is stale: run `SLUICE_BLESS=1 cargo test -p sluice-policy embedded_schema`"
+    );
+    assert!(
+        SCHEMA
+            .pointer("/properties/spec/properties/upload/properties/maxFileSize")
+            .is_some()
+            && SCHEMA
+                .pointer("/properties/metadata/properties/labels")
+                .is_some(),
+        "the schema holds the fields the checks walk"
+    );
+}
