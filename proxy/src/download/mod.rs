@@ -99,15 +99,21 @@ impl Answer {
 /// Reads are positional and happen on the runtime thread, as sendfile's do on
 /// the fast path: a page-cache miss stalls that thread for one read. tokio's
 /// `File` would send every read to the blocking pool, which costs a task
-/// allocation per chunk. The buffer is one BytesMut: each chunk is split off
-/// it, and once hyper has written and dropped that chunk, `reserve` takes the
-/// same memory back, so a transfer allocates once, not per chunk.
+/// allocation per chunk. Each chunk is split off one of a few BytesMut, and
+/// once hyper has written and dropped that chunk, its buffer takes the same
+/// memory back (`try_reclaim`), so a transfer allocates a few times, not per
+/// chunk. A few, not one: while the client's socket drains slowly, hyper may
+/// still hold the last chunk (or two) when it asks for the next.
 pub struct FileChunks {
     file: File,
     pos: u64,
     end: u64,
-    buf: BytesMut,
+    bufs: Vec<BytesMut>,
 }
+
+/// Chunk buffers one transfer keeps: hyper's write buffer (capped at 64 KiB
+/// by `server`) holds at most two chunks when it asks for the next.
+const CHUNK_BUFFERS: usize = 3;
 
 impl FileChunks {
     pub fn new(file: File, start: u64, len: u64) -> Self {
@@ -115,7 +121,7 @@ impl FileChunks {
             file,
             pos: start,
             end: start.saturating_add(len),
-            buf: BytesMut::with_capacity(COPY_CHUNK),
+            bufs: Vec::with_capacity(CHUNK_BUFFERS),
         }
     }
 }
@@ -131,14 +137,29 @@ impl Stream for FileChunks {
         let want = usize::try_from(this.end - this.pos)
             .unwrap_or(COPY_CHUNK)
             .min(COPY_CHUNK);
-        this.buf.clear();
-        this.buf.resize(want, 0);
-        let mut read = this.file.read_at(&mut this.buf, this.pos);
+        // A buffer whose chunks hyper has dropped takes its memory back; if
+        // every buffer still has one in flight, a new one (up to CHUNK_BUFFERS),
+        // else the first allocates afresh.
+        let free = this.bufs.iter_mut().position(|b| {
+            b.clear();
+            b.try_reclaim(want)
+        });
+        let i = match free {
+            Some(i) => i,
+            None if this.bufs.len() < CHUNK_BUFFERS => {
+                this.bufs.push(BytesMut::with_capacity(COPY_CHUNK));
+                this.bufs.len() - 1
+            }
+            None => 0,
+        };
+        let buf = &mut this.bufs[i];
+        buf.resize(want, 0);
+        let mut read = this.file.read_at(buf, this.pos);
         // EINTR: try again, a few times at most.
         for _ in 0..8 {
             match &read {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    read = this.file.read_at(&mut this.buf, this.pos);
+                    read = this.file.read_at(buf, this.pos);
                 }
                 _ => break,
             }
@@ -150,7 +171,7 @@ impl Stream for FileChunks {
             )))),
             Ok(n) => {
                 this.pos += n as u64;
-                Poll::Ready(Some(Ok(this.buf.split_to(n).freeze())))
+                Poll::Ready(Some(Ok(buf.split_to(n).freeze())))
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Poll::Ready(Some(Ok(Bytes::new()))),
             Err(e) => Poll::Ready(Some(Err(e))),
