@@ -90,7 +90,7 @@ impl<'a> Visit<'a> {
     }
 
     /// The policy of the route matched, or "" before one was.
-    pub fn policy(&self) -> &str {
+    fn policy(&self) -> &str {
         self.route.as_ref().map_or("", |r| &r.route.policy)
     }
 

@@ -120,15 +120,14 @@ async fn connection(
                 HeadRead::Closed => return,
                 HeadRead::TooLarge => {
                     let r = Reject::HeadTooLarge(app.settings.max_head);
-                    response::reject(&mut scratch, &r, false);
-                    let _ = stream.write_all(&scratch).await;
+                    write_reject(&mut stream, &mut scratch, &r, false).await;
                     return;
                 }
                 HeadRead::Other | HeadRead::Complete(_, None) => break,
                 HeadRead::Complete(n, Some(req)) => {
                     let keep = if let Some((len, expect_continue)) = req.upload {
-                        // Uploads the fast path cannot take go to hyper untouched: no gate
-                        // work twice when splice is off.
+                        // The fast upload paths splice: with splice off they take nothing,
+                        // and the request goes to hyper untouched (no gate work twice).
                         if !app.settings.splice {
                             break;
                         }
@@ -318,8 +317,7 @@ async fn serve_fast(
                 tracing::error!(error = %r, path = %req.path, "backend failure");
             }
             let keep = req.keep_alive && !req.head;
-            response::reject(scratch, &r, keep);
-            let ok = stream.write_all(scratch).await.is_ok();
+            let ok = write_reject(stream, scratch, &r, keep).await;
             (r.status().as_u16(), 0, Some(r.rule()), ok && keep)
         }
     };
@@ -372,8 +370,7 @@ async fn serve_upload(
                 tracing::error!(error = %reject, path = %req.path, "backend failure");
             }
             let keep = req.keep_alive && body == BodyRead::Read;
-            response::reject(scratch, &reject, keep);
-            let ok = stream.write_all(scratch).await.is_ok();
+            let ok = write_reject(stream, scratch, &reject, keep).await;
             if ok && body == BodyRead::Partial {
                 linger(stream, scratch).await;
             }
@@ -391,6 +388,17 @@ async fn serve_upload(
         },
     );
     keep
+}
+
+/// Writes a refusal whole; false when the client is gone.
+async fn write_reject(
+    stream: &mut TcpStream,
+    scratch: &mut Vec<u8>,
+    r: &Reject,
+    keep: bool,
+) -> bool {
+    response::reject(scratch, r, keep);
+    stream.write_all(scratch).await.is_ok()
 }
 
 /// Reads and drops what the client still sends after an early answer, so that

@@ -30,7 +30,7 @@ use crate::error::Reject;
 use crate::filters;
 use crate::runtime::RouteRt;
 
-pub use crate::zerocopy::COPY_CHUNK;
+use crate::zerocopy::COPY_CHUNK;
 
 pub enum Answer {
     NotModified {

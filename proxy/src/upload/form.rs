@@ -81,7 +81,7 @@ pub struct Plan {
 /// None when hyper should serve the request (a route this path does not
 /// take, or a check that fails: hyper then answers with the rejection).
 pub fn plan(app: &App, pass: &Pass<'_>, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
-    let (engine, mode) = engine_route(app, pass)?;
+    let (engine, mode) = engine_route(pass)?;
     let route = pass.route.clone();
     if h.len > super::multipart_limit(&route.route.upload) {
         return None;

@@ -74,7 +74,7 @@ pub struct Plan {
 /// None when hyper should serve the request (a route this path does not
 /// take, or a check that fails: hyper then answers with the rejection).
 pub fn plan(app: &App, pass: &Pass<'_>, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
-    let (engine, mode) = engine_route(app, pass)?;
+    let (engine, mode) = engine_route(pass)?;
     let route = pass.route.clone();
     let rules = &route.route.upload;
     if mode != HttpMode::Put || h.len > rules.max_file_size {
@@ -104,13 +104,10 @@ pub fn plan(app: &App, pass: &Pass<'_>, h: &UploadHead<'_>, peer: SocketAddr) ->
     })
 }
 
-/// What both fast upload paths ask first, of a request the gate let in:
-/// splice on, and a `backend.http` without spool whose URL the fast path
-/// can use. Returns the engine and the mode.
-pub(super) fn engine_route(app: &App, pass: &Pass<'_>) -> Option<(Arc<Engine>, HttpMode)> {
-    if !app.settings.splice {
-        return None;
-    }
+/// What both fast upload paths ask first, of a request the gate let in (and
+/// that `server` sends here only with splice on): a `backend.http` without
+/// spool whose URL the fast path can use. Returns the engine and the mode.
+pub(super) fn engine_route(pass: &Pass<'_>) -> Option<(Arc<Engine>, HttpMode)> {
     match (&pass.route.route.backend, &pass.route.engine) {
         (
             Backend::Http {
