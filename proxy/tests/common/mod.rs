@@ -14,6 +14,8 @@
 //! proxy's last log lines are printed with it.
 #![allow(dead_code)] // every test binary uses a different part of the harness
 
+pub mod pki;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
