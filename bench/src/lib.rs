@@ -19,6 +19,7 @@ pub mod measure;
 pub mod sink;
 pub mod sluice;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
@@ -113,7 +114,13 @@ impl Drop for KillOnDrop {
 
 /// `curl` GET of `url`, which must answer 200 with exactly `size` bytes.
 pub fn get(url: &str, size: u64) -> anyhow::Result<()> {
+    get_with(url, size, &[])
+}
+
+/// `get` with more curl arguments (`--cacert`, `--http1.1`).
+pub fn get_with(url: &str, size: u64, curl_args: &[&OsStr]) -> anyhow::Result<()> {
     let out = Command::new("curl")
+        .args(curl_args)
         .args([
             "-s",
             "-o",

@@ -10,6 +10,9 @@
 //!   proxy's processes), peak RSS (VmHWM summed over them)
 //!   -> tables (medians) with sluice/peer ratios, the targets of issue 6,
 //!      target/bench-peers.json, target/bench-peers.png
+//!   --tls: every proxy terminates TLS (same certificate, HTTP/1.1 over TLS
+//!      from curl and wrk), the targets of issue 20 instead, and
+//!      target/bench-peers-tls.{json,png}
 //! ```
 //! Proxies run in turn, never at once, and the same run interleaves them so
 //! each sees the same machine. curl and wrk are the clients: their CPU is not
@@ -21,6 +24,7 @@ mod plot;
 mod servers;
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -32,9 +36,9 @@ use serde_json::{Value, json};
 use sluice_bench::data::{data_file, ensure_data, label, parse_size};
 use sluice_bench::measure::{self, Sample};
 use sluice_bench::sluice::Env;
-use sluice_bench::{GIB, MIB, get, paired_ratio, stats};
+use sluice_bench::{GIB, MIB, get_with, paired_ratio, stats};
 
-use servers::{Backends, Peer, Running};
+use servers::{Backends, Peer, Running, Tls};
 
 /// Runs the peer benchmark (or, as `peers sink`, the upload sink it starts).
 #[derive(Parser, Debug)]
@@ -66,7 +70,11 @@ struct Args {
     small_seconds: u32,
     #[arg(long, default_value_t = 32)]
     small_connections: u32,
-    /// Copy the PNG to docs/bench-peers.png (what the README shows).
+    /// The proxies terminate TLS (a certificate made for the run); the
+    /// backends and the direct transfers stay plaintext.
+    #[arg(long)]
+    tls: bool,
+    /// Copy the PNG to docs/ (bench-peers.png, or bench-peers-tls.png; what the README shows).
     #[arg(long)]
     publish: bool,
     /// TTF used for the plot's text.
@@ -171,6 +179,7 @@ struct Bench {
     results: BTreeMap<Key, Vec<Sample>>,
     failures: Vec<String>,
     wrk_script: PathBuf,
+    tls: Option<Tls>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -210,13 +219,23 @@ fn main() -> anyhow::Result<()> {
     let backends = Backends::start(&data_dir, &args.sizes)?;
     let wrk_script = tmp_dir.join("put-4k.lua");
     fs::write(&wrk_script, WRK_PUT_4K)?;
+    let tls = if args.tls {
+        Some(Tls::make(&tmp_dir)?)
+    } else {
+        None
+    };
     println!(
-        "proxy {}  peers {:?}  runs {}  workers {} each  CPUs {}",
+        "proxy {}  peers {:?}  runs {}  workers {} each  CPUs {}{}",
         env.bin.display(),
         args.peers,
         args.runs,
         servers::WORKERS,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if args.tls {
+            "  proxies terminate TLS"
+        } else {
+            ""
+        },
     );
     let sha = sha256_cost()?;
     println!(
@@ -230,6 +249,7 @@ fn main() -> anyhow::Result<()> {
         results: BTreeMap::new(),
         failures: Vec::new(),
         wrk_script,
+        tls,
     };
     bench.run_all();
     drop(bench.backends);
@@ -260,7 +280,11 @@ fn main() -> anyhow::Result<()> {
     if !a.skip_small {
         table(&bench.results, Kind::Small, 4096, &whos(Kind::Small));
     }
-    let targets = targets(&bench.results, a, sha);
+    let targets = if a.tls {
+        tls_targets(&bench.results, a)
+    } else {
+        targets(&bench.results, a, sha)
+    };
     println!(
         "targets (medians; CPU and throughput at the largest size, {})",
         label(largest(a))
@@ -269,10 +293,16 @@ fn main() -> anyhow::Result<()> {
         println!("  {:<4}  {:<70} {}", t.verdict, t.name, t.detail);
     }
 
-    let json_path = target.join("bench-peers.json");
+    let stem = if a.tls {
+        "bench-peers-tls"
+    } else {
+        "bench-peers"
+    };
+    let json_path = target.join(format!("{stem}.json"));
     let summary = json!({
         "proxy": bench.env.bin,
         "runs": a.runs,
+        "tls": a.tls,
         "workers": servers::WORKERS,
         "sha256_cpu_s_per_gib": sha,
         "results": results_json(&bench.results),
@@ -281,21 +311,27 @@ fn main() -> anyhow::Result<()> {
     });
     fs::write(&json_path, serde_json::to_vec_pretty(&summary)?)?;
     println!("\nwrote {}", json_path.display());
-    let png = target.join("bench-peers.png");
+    let png = target.join(format!("{stem}.png"));
     let (panels, bars) = plot_data(&bench.results, a);
     plot::draw(&png, &panels, &bars)?;
     println!("wrote {}", png.display());
     if a.publish {
         let docs = sluice_bench::workspace_root().join("docs");
         fs::create_dir_all(&docs)?;
-        fs::copy(&png, docs.join("bench-peers.png"))?;
-        println!("copied to {}", docs.join("bench-peers.png").display());
+        let published = docs.join(format!("{stem}.png"));
+        fs::copy(&png, &published)?;
+        println!("copied to {}", published.display());
     }
 
     if !a.keep_data {
         fs::remove_dir_all(&data_dir)?;
     }
     let _ = fs::remove_file(tmp_dir.join("put-4k.lua"));
+    if let Some(t) = &bench.tls {
+        for f in [&t.cert, &t.key, &t.combined] {
+            let _ = fs::remove_file(f);
+        }
+    }
     let _ = fs::remove_dir(&tmp_dir);
     for f in &bench.failures {
         eprintln!("FAILED: {f}");
@@ -414,10 +450,10 @@ impl Bench {
             let base = self.direct_base(kind);
             return measure::wall(bytes, || work(&base));
         };
-        let proxy = Running::start(peer, &self.env, &self.backends)?;
+        let proxy = Running::start(peer, &self.env, &self.backends, self.tls.as_ref())?;
         let base = proxy.base_url();
         let sample = measure::measure(proxy.procs(), bytes, || work(&base))?;
-        if kind == Kind::Get && peer == Peer::Sluice {
+        if kind == Kind::Get && peer == Peer::Sluice && self.tls.is_none() {
             let vias = proxy.vias();
             ensure!(
                 vias.iter().all(|v| v == "splice"),
@@ -431,10 +467,11 @@ impl Bench {
         let file = data_file(&self.env.data_dir, size);
         let name = file_name(&file)?;
         let prefix = who.prefix(kind);
+        let tls = self.tls_args(who);
         self.with_target(kind, who, size, |base| match kind {
-            Kind::Put => put(&format!("{base}{prefix}{name}"), &file, size, who),
-            Kind::Post => post(&format!("{base}{prefix}"), &file, size, who),
-            Kind::Get => get(&format!("{base}{prefix}{name}"), size),
+            Kind::Put => put(&format!("{base}{prefix}{name}"), &file, size, who, &tls),
+            Kind::Post => post(&format!("{base}{prefix}"), &file, size, who, &tls),
+            Kind::Get => get_with(&format!("{base}{prefix}{name}"), size, &tls),
             Kind::Concurrent | Kind::Small => bail!("not a single transfer"),
         })
     }
@@ -443,10 +480,11 @@ impl Bench {
         let file = data_file(&self.env.data_dir, size);
         let n = self.args.concurrent;
         let prefix = who.prefix(Kind::Concurrent);
+        let tls = self.tls_args(who);
         self.with_target(Kind::Concurrent, who, size * n as u64, |base| {
             let url = format!("{base}{prefix}");
             let children = (0..n)
-                .map(|_| post_cmd(&url, &file).stdout(Stdio::piped()).spawn())
+                .map(|_| post_cmd(&url, &file, &tls).stdout(Stdio::piped()).spawn())
                 .collect::<Result<Vec<_>, _>>()?;
             let mut bad = Vec::new();
             for (i, c) in children.into_iter().enumerate() {
@@ -458,6 +496,20 @@ impl Bench {
             ensure!(bad.is_empty(), "{} of {n} failed: {bad:?}", bad.len());
             Ok(())
         })
+    }
+
+    /// curl's arguments for a transfer by `who`: HTTP/1.1 over TLS, trusting
+    /// the run's certificate, when the proxies terminate TLS (curl would take
+    /// h2 from sluice's ALPN, and nginx and HAProxy offer only HTTP/1.1 here).
+    fn tls_args(&self, who: Who) -> Vec<&OsStr> {
+        match (&self.tls, who.peer()) {
+            (Some(t), Some(_)) => vec![
+                OsStr::new("--http1.1"),
+                OsStr::new("--cacert"),
+                t.cert.as_os_str(),
+            ],
+            _ => Vec::new(),
+        }
     }
 
     fn small(&self, who: Who) -> anyhow::Result<Sample> {
@@ -496,8 +548,9 @@ fn file_name(file: &Path) -> anyhow::Result<String> {
 }
 
 /// curl, answer body on stdout, then a line "status uploaded-bytes".
-fn curl() -> Command {
+fn curl(tls: &[&OsStr]) -> Command {
     let mut c = Command::new("curl");
+    c.args(tls);
     // No "Expect: 100-continue": every proxy would handle it its own way.
     c.args([
         "-s",
@@ -510,8 +563,8 @@ fn curl() -> Command {
     c
 }
 
-fn post_cmd(url: &str, file: &Path) -> Command {
-    let mut c = curl();
+fn post_cmd(url: &str, file: &Path, tls: &[&OsStr]) -> Command {
+    let mut c = curl(tls);
     c.arg("-F")
         .arg(format!(
             "file=@{};type=application/octet-stream",
@@ -521,13 +574,13 @@ fn post_cmd(url: &str, file: &Path) -> Command {
     c
 }
 
-fn put(url: &str, file: &Path, size: u64, who: Who) -> anyhow::Result<()> {
-    let out = curl().arg("-T").arg(file).arg(url).output()?;
+fn put(url: &str, file: &Path, size: u64, who: Who, tls: &[&OsStr]) -> anyhow::Result<()> {
+    let out = curl(tls).arg("-T").arg(file).arg(url).output()?;
     check_upload(&out, size, who, false)
 }
 
-fn post(url: &str, file: &Path, size: u64, who: Who) -> anyhow::Result<()> {
-    let out = post_cmd(url, file).output()?;
+fn post(url: &str, file: &Path, size: u64, who: Who, tls: &[&OsStr]) -> anyhow::Result<()> {
+    let out = post_cmd(url, file, tls).output()?;
     check_upload(&out, size, who, true)
 }
 
@@ -803,6 +856,43 @@ fn targets(r: &BTreeMap<Key, Vec<Sample>>, a: &Args, sha: f64) -> Vec<Target> {
         )
         .map(|(ratio, d)| (ratio >= 1.0, d)),
     );
+    out
+}
+
+/// Issue 20's goal with every proxy terminating TLS: sluice's CPU per GiB at
+/// most 0.8 x the better peer's on each of PUT, POST and GET, and memory flat.
+fn tls_targets(r: &BTreeMap<Key, Vec<Sample>>, a: &Args) -> Vec<Target> {
+    let big = largest(a);
+    let cpu = |k: Kind, w: Who| median(r, (k, big, w), Sample::cpu_per_gib);
+    let mut out = Vec::new();
+    for kind in [Kind::Put, Kind::Post, Kind::Get] {
+        let better = a
+            .peers
+            .iter()
+            .filter(|&&p| p != Peer::Sluice)
+            .filter_map(|&p| Some((p, cpu(kind, Who::Peer(p))?)))
+            .min_by(|x, y| x.1.total_cmp(&y.1));
+        let m = cpu(kind, Who::Sluice).zip(better).map(|(s, (p, c))| {
+            (
+                s <= 0.8 * c,
+                format!(
+                    "{s:.2} vs 0.8 x {c:.2} ({}) = {:.2} s/GiB",
+                    p.name(),
+                    0.8 * c
+                ),
+            )
+        });
+        let (verdict, detail) = match m {
+            Some((true, d)) => ("PASS", d),
+            Some((false, d)) => ("MISS", d),
+            None => ("n/a", "not measured".into()),
+        };
+        out.push(Target {
+            name: format!("TLS {}: CPU/GiB <= 0.8 x the better peer's", kind.name()),
+            verdict,
+            detail,
+        });
+    }
     out
 }
 

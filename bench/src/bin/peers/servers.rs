@@ -11,6 +11,9 @@
 //!     nginx:   proxy_request_buffering off, proxy_buffering off, 64 KiB buffers
 //!     haproxy: mode http, option splice-auto
 //! ```
+//! With `--tls` every proxy terminates TLS on its listener with the same
+//! certificate (ECDSA P-256, made for the run by openssl) and TLS 1.2/1.3;
+//! the clients speak HTTP/1.1 over it, the backends stay plaintext.
 //! Same worker budget for all: sluice's tokio runtime has one worker thread per
 //! core (2 here), nginx gets `worker_processes 2`, HAProxy `nbthread 2`. No
 //! access logs anywhere (sluice `--no-access-log`, nginx `access_log off`).
@@ -43,6 +46,44 @@ impl Peer {
             Peer::Nginx => "nginx",
             Peer::Haproxy => "haproxy",
         }
+    }
+}
+
+/// The certificate every proxy presents with `--tls`.
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Certificate then key in one file, as HAProxy's `crt` takes it.
+    pub combined: PathBuf,
+}
+
+impl Tls {
+    /// A self-signed certificate for 127.0.0.1 and localhost in `dir`.
+    pub fn make(dir: &Path) -> anyhow::Result<Self> {
+        let (cert, key) = (dir.join("bench-tls.crt"), dir.join("bench-tls.key"));
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=localhost", "-addext"])
+            .arg("subjectAltName=IP:127.0.0.1,DNS:localhost")
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .context("running openssl (./scripts/test installs it)")?;
+        ensure!(
+            out.status.success(),
+            "openssl req: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let combined = dir.join("bench-tls.pem");
+        fs::write(&combined, [fs::read(&cert)?, fs::read(&key)?].concat())?;
+        Ok(Self {
+            cert,
+            key,
+            combined,
+        })
     }
 }
 
@@ -151,8 +192,17 @@ pub fn sluice_policies(b: &Backends) -> String {
     .join("---\n")
 }
 
-fn nginx_conf(dir: &Path, port: u16, b: &Backends) -> String {
+fn nginx_conf(dir: &Path, port: u16, b: &Backends, tls: Option<&Tls>) -> String {
     let user = if is_root() { "user root;" } else { "" };
+    let listen = match tls {
+        Some(t) => format!(
+            "listen 127.0.0.1:{port} ssl;\n    ssl_certificate {};\n    \
+             ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;",
+            t.cert.display(),
+            t.key.display()
+        ),
+        None => format!("listen 127.0.0.1:{port};"),
+    };
     format!(
         r#"{user}
 worker_processes {WORKERS};
@@ -183,7 +233,7 @@ http {{
   upstream files {{ server 127.0.0.1:{files}; keepalive 64; }}
   upstream sink {{ server 127.0.0.1:{sink}; keepalive 64; }}
   server {{
-    listen 127.0.0.1:{port};
+    {listen}
     location /dl/ {{ proxy_pass http://files; }}
     location / {{ proxy_pass http://sink; }}
   }}
@@ -195,7 +245,14 @@ http {{
     )
 }
 
-fn haproxy_conf(port: u16, b: &Backends) -> String {
+fn haproxy_conf(port: u16, b: &Backends, tls: Option<&Tls>) -> String {
+    let bind = match tls {
+        Some(t) => format!(
+            "bind 127.0.0.1:{port} ssl crt {} ssl-min-ver TLSv1.2",
+            t.combined.display()
+        ),
+        None => format!("bind 127.0.0.1:{port}"),
+    };
     format!(
         r#"global
   nbthread {WORKERS}
@@ -209,7 +266,7 @@ defaults
   timeout server 600s
   timeout http-request 30s
 frontend fe
-  bind 127.0.0.1:{port}
+  {bind}
   use_backend files if {{ path_beg /dl/ }}
   default_backend sink
 backend files
@@ -225,37 +282,46 @@ backend sink
 /// One proxy for one measurement; stopped when dropped.
 pub enum Running {
     /// The proxy drops (and is killed) before its policies folder goes.
-    Sluice { proxy: Box<Proxy>, _work: Workdir },
+    Sluice {
+        proxy: Box<Proxy>,
+        _work: Workdir,
+        scheme: &'static str,
+    },
     Process {
         child: Child,
         port: u16,
+        scheme: &'static str,
         procs: Procs,
         _dir: tempfile::TempDir,
     },
 }
 
 impl Running {
-    pub fn start(peer: Peer, env: &Env, b: &Backends) -> anyhow::Result<Self> {
+    pub fn start(peer: Peer, env: &Env, b: &Backends, tls: Option<&Tls>) -> anyhow::Result<Self> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         if peer == Peer::Sluice {
             let work = Workdir::with_policy(env, &sluice_policies(b))?;
-            let proxy = Proxy::start(
-                env,
-                &work,
-                // 64 concurrent uploads come from one address (the default cap is 64);
-                // a 4 GiB upload's answer comes after its body, past the default 60 s
-                // on a busy machine.
-                // No access log, as nginx (`access_log off`) and HAProxy (no `log`) run here.
-                &[
-                    "--max-transfers-per-client",
-                    "256",
-                    "--backend-timeout",
-                    "600s",
-                    "--no-access-log",
-                ],
-            )?;
+            // 64 concurrent uploads come from one address (the default cap is 64);
+            // a 4 GiB upload's answer comes after its body, past the default 60 s
+            // on a busy machine.
+            // No access log, as nginx (`access_log off`) and HAProxy (no `log`) run here.
+            let mut args: Vec<&str> = vec![
+                "--max-transfers-per-client",
+                "256",
+                "--backend-timeout",
+                "600s",
+                "--no-access-log",
+            ];
+            let paths;
+            if let Some(t) = tls {
+                paths = [path_str(&t.cert)?, path_str(&t.key)?];
+                args.extend(["--tls-cert", paths[0], "--tls-key", paths[1]]);
+            }
+            let proxy = Proxy::start(env, &work, &args)?;
             return Ok(Running::Sluice {
                 proxy: Box::new(proxy),
                 _work: work,
+                scheme,
             });
         }
         let dir = tempfile::Builder::new()
@@ -265,7 +331,7 @@ impl Running {
         let (mut cmd, processes) = match peer {
             Peer::Nginx => {
                 let conf = dir.path().join("nginx.conf");
-                fs::write(&conf, nginx_conf(dir.path(), port, b))?;
+                fs::write(&conf, nginx_conf(dir.path(), port, b, tls))?;
                 let mut c = Command::new(which("nginx")?);
                 c.arg("-e")
                     .arg(dir.path().join("error.log"))
@@ -275,7 +341,7 @@ impl Running {
             }
             Peer::Haproxy => {
                 let conf = dir.path().join("haproxy.cfg");
-                fs::write(&conf, haproxy_conf(port, b))?;
+                fs::write(&conf, haproxy_conf(port, b, tls))?;
                 let mut c = Command::new(which("haproxy")?);
                 c.arg("-db").arg("-f").arg(conf);
                 (c, 1)
@@ -318,6 +384,7 @@ impl Running {
         Ok(Running::Process {
             child,
             port,
+            scheme,
             procs,
             _dir: dir,
         })
@@ -325,8 +392,10 @@ impl Running {
 
     pub fn base_url(&self) -> String {
         match self {
-            Running::Sluice { proxy: p, .. } => format!("http://{}", p.addr),
-            Running::Process { port, .. } => format!("http://127.0.0.1:{port}"),
+            Running::Sluice {
+                proxy: p, scheme, ..
+            } => format!("{scheme}://{}", p.addr),
+            Running::Process { port, scheme, .. } => format!("{scheme}://127.0.0.1:{port}"),
         }
     }
 
@@ -378,6 +447,11 @@ pub fn which(name: &str) -> anyhow::Result<PathBuf> {
         }
     }
     bail!("{name} is not installed: run ./scripts/test once (it installs haproxy, wrk and nginx)")
+}
+
+fn path_str(p: &Path) -> anyhow::Result<&str> {
+    p.to_str()
+        .with_context(|| format!("{} is not UTF-8", p.display()))
 }
 
 fn is_root() -> bool {
