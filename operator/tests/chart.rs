@@ -189,6 +189,133 @@ fn helm_template_renders_what_the_binaries_take() {
     find(&docs, "ServiceMonitor", "sluice-operator");
 }
 
+/// TLS on the proxies' client port (a Secret the user names) and on their
+/// admin port (a CA and certificate the chart generates): the flags the
+/// binaries take, the mounts, HTTPS probes, and a generated pair that chains
+/// to its CA for the name the operator verifies (checked with openssl).
+#[test]
+fn helm_template_renders_tls() {
+    let docs = render(&[
+        "--set",
+        "proxy.tls.secretName=web-tls",
+        "--set",
+        "proxy.tls.clientCaSecretName=client-cas",
+        "--set",
+        "adminTls.enabled=true",
+        "--set",
+        "serviceMonitor.enabled=true",
+    ]);
+    let proxy = find(&docs, "Deployment", "sluice-proxy");
+    let args = args_of(proxy);
+    for want in [
+        "--tls-cert=/etc/sluice/tls/tls.crt",
+        "--tls-key=/etc/sluice/tls/tls.key",
+        "--tls-client-ca=/etc/sluice/client-ca/ca.crt",
+        "--admin-tls-cert=/etc/sluice/admin-tls/tls.crt",
+        "--admin-tls-key=/etc/sluice/admin-tls/tls.key",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");
+    }
+    let pod = &proxy["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+    }
+    let volume = |pod: &Value, name: &str| -> Value {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no volume {name}"))
+            .clone()
+    };
+    assert_eq!(volume(pod, "tls")["secret"]["secretName"], "web-tls");
+    assert_eq!(
+        volume(pod, "client-ca")["secret"]["secretName"],
+        "client-cas"
+    );
+    assert_eq!(
+        volume(pod, "admin-tls")["secret"]["secretName"],
+        "sluice-admin-tls"
+    );
+    restricted(pod);
+    let service = find(&docs, "Service", "sluice-proxy");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "https");
+
+    let operator = find(&docs, "Deployment", "sluice-operator");
+    assert!(args_of(operator).contains(&"--proxy-ca=/etc/sluice/admin-tls/ca.crt".to_string()));
+    // The operator gets the CA only, never the proxies' key.
+    let ca = volume(&operator["spec"]["template"]["spec"], "admin-ca");
+    assert_eq!(
+        ca["secret"]["items"],
+        serde_json::json!([{"key": "ca.crt", "path": "ca.crt"}])
+    );
+    let monitor = find(&docs, "ServiceMonitor", "sluice-proxy");
+    assert_eq!(monitor["spec"]["endpoints"][0]["scheme"], "https");
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["tlsConfig"]["serverName"],
+        "sluice-proxy-admin"
+    );
+
+    let secret = find(&docs, "Secret", "sluice-admin-tls");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    let dir = tempfile::tempdir().unwrap();
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        let b64 = secret["data"][key].as_str().expect(key);
+        let pem = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+            .expect("base64");
+        std::fs::write(dir.path().join(key), pem).unwrap();
+    }
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl (./scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "verify",
+        "-CAfile",
+        "ca.crt",
+        "-verify_hostname",
+        "sluice-proxy-admin",
+        "-purpose",
+        "sslserver",
+        "tls.crt",
+    ]);
+    // The key is the certificate's: the same public key comes out of both.
+    let public = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}");
+        out.stdout
+    };
+    assert_eq!(
+        public(&["x509", "-in", "tls.crt", "-noout", "-pubkey"]),
+        public(&["pkey", "-in", "tls.key", "-pubout"])
+    );
+
+    // Off by default: plaintext, HTTP probes, no TLS Secret.
+    let docs = render(&[]);
+    let proxy = find(&docs, "Deployment", "sluice-proxy");
+    assert!(!args_of(proxy).iter().any(|a| a.contains("tls")));
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["metadata"]["name"] == "sluice-admin-tls")
+    );
+}
+
 /// The restricted Pod Security Standard, pod and container level.
 fn restricted(pod: &Value) {
     let psc = &pod["securityContext"];

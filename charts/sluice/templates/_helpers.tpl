@@ -58,6 +58,11 @@ app.kubernetes.io/name={{ include "sluice.name" . }},app.kubernetes.io/instance=
 {{- default (printf "%s-admin-token" (include "sluice.fullname" .)) .Values.adminToken.existingSecret -}}
 {{- end -}}
 
+{{/* The Secret (tls.crt, tls.key, ca.crt) of the proxies' admin port. */}}
+{{- define "sluice.adminTlsSecret" -}}
+{{- default (printf "%s-admin-tls" (include "sluice.fullname" .)) .Values.adminTls.existingSecret -}}
+{{- end -}}
+
 {{- define "sluice.configMap" -}}
 {{- printf "%s-config" (include "sluice.fullname" .) -}}
 {{- end -}}
