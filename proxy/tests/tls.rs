@@ -937,3 +937,61 @@ async fn the_admin_port_takes_pushes_over_tls_only() {
     );
     assert!(failures.is_some_and(|n| n >= 1.0), "{}", r.text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_client_ca_is_loaded_for_new_handshakes() {
+    let pki = Pki::new("server-ca");
+    let (_, crt, key) = pki.leaf("proxy", &["localhost"]);
+    let (first, second) = (Pki::new("first-client-ca"), Pki::new("second-client-ca"));
+    let ca_file = pki.path("clients.crt");
+    std::fs::write(&ca_file, &first.ca.cert_pem).unwrap();
+    let p = Proxy::start(
+        None,
+        &tls_args(
+            &crt,
+            &key,
+            &[
+                "--tls-client-ca",
+                path_str(&ca_file),
+                "--reload-interval",
+                "100ms",
+            ],
+        ),
+    );
+    let url = p.https_url("localhost", "/files/none");
+    let (a, b) = (first.ca.leaf(&["a"]), second.ca.leaf(&["b"]));
+    let get = |who: &Leaf| {
+        https_client(&p, &pki.ca, Some(who), &[b"http/1.1"])
+            .get(url.clone())
+            .send()
+    };
+    assert_eq!(get(&a).await.expect("first CA's client").status(), 404);
+    assert!(
+        get(&b).await.is_err(),
+        "second CA's client, before the change"
+    );
+
+    let tmp = pki.path(".clients.tmp");
+    std::fs::write(&tmp, &second.ca.cert_pem).unwrap();
+    std::fs::rename(&tmp, &ca_file).unwrap();
+    wait_metric(
+        &p,
+        "sluice_tls_reloads_total{listener=\"client\",result=\"ok\"}",
+        1.0,
+    );
+    assert_eq!(get(&b).await.expect("second CA's client").status(), 404);
+    assert!(
+        get(&a).await.is_err(),
+        "first CA's client, after the change"
+    );
+
+    // A broken CA file keeps the one loaded.
+    std::fs::write(&tmp, "garbage").unwrap();
+    std::fs::rename(&tmp, &ca_file).unwrap();
+    wait_metric(
+        &p,
+        "sluice_tls_reloads_total{listener=\"client\",result=\"error\"}",
+        1.0,
+    );
+    assert_eq!(get(&b).await.expect("second CA's client").status(), 404);
+}
