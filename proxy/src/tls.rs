@@ -270,6 +270,8 @@ fn load_pair(
 }
 
 /// The leaf's SAN DNS names (lowercased) and its not-after (Unix seconds).
+/// x509-parser, because rustls and webpki check certificates but expose
+/// neither their names nor their validity.
 fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| e.to_string())?;
     let mut names = Vec::new();
