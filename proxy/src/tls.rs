@@ -612,7 +612,9 @@ fn tls_reason(e: &rustls::Error) -> &'static str {
             | P::SupportedVersionsExtensionRequired
             | P::Tls12NotOffered
             | P::Tls12NotOfferedOrEnabled
-            | P::ServerDoesNotSupportTls12Or13,
+            | P::ServerDoesNotSupportTls12Or13
+            // Only TLS 1.0/1.1 hellos lack it: the first thing rustls misses in them.
+            | P::SignatureAlgorithmsExtensionRequired,
         ) => "protocol_version",
         // The client refused us: our certificate, mostly.
         E::AlertReceived(A::UnknownCA) => "unknown_ca",
@@ -742,6 +744,12 @@ mod tests {
         ] {
             assert!(REASONS.contains(&r), "{r}");
         }
+        assert_eq!(
+            tls_reason(&rustls::Error::PeerIncompatible(
+                rustls::PeerIncompatible::SignatureAlgorithmsExtensionRequired
+            )),
+            "protocol_version"
+        );
         let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
         assert_eq!(reason_of(&eof), "eof");
     }

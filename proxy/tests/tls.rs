@@ -683,6 +683,48 @@ fn plain_http_to_the_tls_port_is_refused() {
 }
 
 #[test]
+fn a_tls_1_1_client_is_refused_and_counted() {
+    let pki = Pki::new("old-ca");
+    let (_, crt, key) = pki.leaf("proxy", &["localhost"]);
+    let p = Proxy::start(None, &tls_args(&crt, &key, &[]));
+    // A TLS 1.1 ClientHello as old clients send it: no extensions at all.
+    let mut body = vec![3, 2];
+    body.extend_from_slice(&[7; 32]); // random
+    body.push(0); // no session id
+    body.extend_from_slice(&[0, 4, 0xc0, 0x2f, 0x00, 0x2f]); // two cipher suites
+    body.extend_from_slice(&[1, 0]); // null compression
+    let mut hello = vec![1, 0, 0, body.len() as u8];
+    hello.extend_from_slice(&body);
+    let mut record = vec![22, 3, 1, 0, hello.len() as u8];
+    record.extend_from_slice(&hello);
+    let mut raw = Raw::connect(p.addr);
+    raw.send(&record);
+    assert!(
+        raw.closed_within(DEADLINE),
+        "answered with an alert and closed"
+    );
+    wait_metric(
+        &p,
+        "sluice_tls_handshake_failures_total{listener=\"client\",reason=\"protocol_version\"}",
+        1.0,
+    );
+    // TLS 1.2 and 1.3 clients are both served.
+    let ca = pki.ca_file();
+    for v in [
+        ["--tlsv1.2", "--tls-max", "1.2"],
+        ["--tlsv1.3", "--tls-max", "1.3"],
+    ] {
+        let mut args = v.to_vec();
+        let (resolve, url) = (
+            p.resolve("localhost"),
+            p.https_url("localhost", "/files/none"),
+        );
+        args.extend(["--cacert", &ca, "--resolve", &resolve, &url]);
+        assert_reject(&curl(&args), 404, "not_found");
+    }
+}
+
+#[test]
 fn a_silent_client_is_cut_at_the_header_timeout() {
     let pki = Pki::new("silent-ca");
     let (_, crt, key) = pki.leaf("proxy", &["localhost"]);
