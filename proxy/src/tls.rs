@@ -313,6 +313,17 @@ fn load_client_ca(
         .map_err(|e| bad(e.to_string()))
 }
 
+/// A loaded certificate already past its not-after still loads (the
+/// operator may be mid-rotation), with a warning: clients will refuse it.
+fn warn_if_expired(listener: &str, path: &Path, not_after: i64) {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if not_after < now {
+        tracing::warn!(listener, cert = %path.display(), not_after = %rfc3339(not_after), "TLS certificate expired");
+    }
+}
+
 fn rfc3339(unix: i64) -> String {
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
@@ -341,6 +352,7 @@ impl Tls {
                 not_after = %rfc3339(cert.not_after),
                 "TLS certificate loaded"
             );
+            warn_if_expired(cfg.listener, c, cert.not_after);
             certs.push(Arc::new(cert));
         }
         let (ca_seen, verifier) = match &cfg.client_ca {
@@ -436,6 +448,7 @@ impl Tls {
                         not_after = %rfc3339(cert.not_after),
                         "TLS certificate reloaded; new handshakes use it"
                     );
+                    warn_if_expired(l, c, cert.not_after);
                     let set = next.get_or_insert_with(|| self.resolver.certs.load().to_vec());
                     set[i] = Arc::new(cert);
                     self.count_reload("ok");

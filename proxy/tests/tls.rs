@@ -818,6 +818,18 @@ fn bad_certificate_files_stop_the_start_with_a_clear_error() {
     assert!(e.contains("garbage.pem holds no PEM certificate"), "{e}");
     let e = start_fails(&["--tls-cert", &crt, "--tls-key", &garbage]);
     assert!(e.contains("garbage.pem holds no PEM private key"), "{e}");
+    // An expired certificate loads (mid-rotation), with a warning.
+    let expired = pki.ca.expired_leaf(&["localhost"]);
+    let (ec, ek) = expired.write(pki.dir.path(), "expired");
+    let p = Proxy::start(None, &tls_args(path_str(&ec), path_str(&ek), &[]));
+    assert!(
+        p.log_json()
+            .iter()
+            .any(|l| l["message"] == "TLS certificate expired" && l["level"] == "WARN"),
+        "{}",
+        p.logs_text()
+    );
+    drop(p);
     let e = start_fails(&["--tls-cert", &crt_b, "--tls-key", &key]);
     assert!(e.contains("does not belong to the certificate"), "{e}");
     let e = start_fails(&[
