@@ -3,13 +3,15 @@
 //! byte-identical and recorded as `tls-copy`; SNI choosing the certificate;
 //! a reload the kubelet way (a `..data` symlink swap) while a download is in
 //! flight; a broken pair keeping the old one; mTLS; plain HTTP refused; the
-//! kTLS offload report; clear startup errors; the operator's push over TLS.
+//! kTLS offload report; clear startup errors; the operator's push over TLS;
+//! an engine route (miniserve) whose download goes through the hyper client.
 //!
 //! Which certificate a connection was served is read by a tokio-rustls
 //! client whose verifier records the leaf (and accepts it: these tests check
 //! the choice; curl and reqwest check verification).
 
 mod common;
+mod engines;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::symlink;
@@ -1048,4 +1050,71 @@ async fn a_new_client_ca_is_loaded_for_new_handshakes() {
         1.0,
     );
     assert_eq!(get(&b).await.expect("second CA's client").status(), 404);
+}
+
+#[test]
+fn an_engine_route_over_tls_uploads_and_relays_downloads() {
+    let engine = engines::miniserve();
+    let policy = format!(
+        "apiVersion: sluice.dev/v1alpha1\nkind: UploadPolicy\nmetadata: {{name: up}}\nspec:\n  pathPrefix: /up/\n  \
+         backend: {{http: {{url: \"{u}/upload?path=/\", downloadUrl: \"{u}\", mode: multipart, fieldName: file_to_upload}}}}\n  \
+         upload: {{maxFileSize: 8Mi}}\n",
+        u = engine.url()
+    );
+    let pki = Pki::new("engine-ca");
+    let (_, crt, key) = pki.leaf("proxy", &["localhost"]);
+    let p = Proxy::start(Some(&policy), &tls_args(&crt, &key, &[]));
+    let (ca, resolve) = (pki.ca_file(), p.resolve("localhost"));
+    let data = random_bytes(3 << 20, 6);
+    let f = temp_file(&data);
+    let r = curl(&[
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve,
+        "-F",
+        &format!("file=@{};filename=e.bin", path_str(f.path())),
+        &p.https_url("localhost", "/up/"),
+    ]);
+    assert_created_one(&r, "e.bin", &data);
+    assert_eq!(
+        std::fs::read(engine.root.join("e.bin")).expect("stored by miniserve"),
+        data
+    );
+    for flag in ["--http1.1", "--http2"] {
+        let r = curl(&[
+            flag,
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+            &p.https_url("localhost", "/up/e.bin"),
+        ]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "{flag}");
+    }
+    wait_until(
+        DEADLINE,
+        || {
+            p.access_logs()
+                .iter()
+                .filter(|l| l["path"] == "/up/e.bin" && l["status"] == 200)
+                .count()
+                == 2
+        },
+        || p.access_text(),
+    );
+    assert!(
+        p.access_logs()
+            .iter()
+            .filter(|l| l["path"] == "/up/e.bin")
+            .all(|l| l["via"] == "tls-copy"),
+        "{}",
+        p.access_text()
+    );
+    assert!(p.metric("sluice_download_bytes_total{path=\"tls-copy\"}") >= 2.0 * data.len() as f64);
+    assert_eq!(
+        p.metric("sluice_download_bytes_total{path=\"splice\"}"),
+        0.0
+    );
 }
