@@ -21,7 +21,7 @@ use kube::Api;
 use sluice_operator::controller::Settings;
 use sluice_operator::lease::{Elector, LeaseConfig};
 use sluice_operator::metrics::Metrics;
-use sluice_operator::push::Pusher;
+use sluice_operator::push::{AdminTls, DEFAULT_SERVER_NAME, Pusher};
 use sluice_operator::run::{Runtime, Watch, run, serve_health};
 use tokio::sync::watch;
 
@@ -85,6 +85,14 @@ struct RunArgs {
     /// UploadPolicy status patches in flight at once.
     #[arg(long, env = "SLUICE_STATUS_CONCURRENCY", default_value_t = 8)]
     status_concurrency: usize,
+    /// PEM CA bundle of the proxies' admin certificates: pushes go over HTTPS,
+    /// trusting only it (the proxies run with --admin-tls-cert/--admin-tls-key).
+    #[arg(long, env = "SLUICE_PROXY_CA")]
+    proxy_ca: Option<PathBuf>,
+    /// The name the proxies' admin certificates carry (a SAN): pods are reached
+    /// by IP, and this name is what is verified.
+    #[arg(long, env = "SLUICE_PROXY_SERVER_NAME", default_value = DEFAULT_SERVER_NAME)]
+    proxy_server_name: String,
     /// Timeout of one push to one proxy.
     #[arg(long, env = "SLUICE_PUSH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     push_timeout: Duration,
@@ -134,7 +142,18 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         "--admin-token-file {} is empty",
         args.admin_token_file.display()
     );
-    let pusher = Pusher::new(&token, args.push_timeout)?;
+    let pusher = match &args.proxy_ca {
+        Some(ca) => {
+            let tls = AdminTls {
+                ca_pem: std::fs::read(ca)
+                    .with_context(|| format!("reading --proxy-ca {}", ca.display()))?,
+                server_name: args.proxy_server_name.clone(),
+            };
+            Pusher::with_tls(&token, args.push_timeout, &tls)
+                .with_context(|| format!("--proxy-ca {}", ca.display()))?
+        }
+        None => Pusher::new(&token, args.push_timeout)?,
+    };
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes client config (KUBECONFIG, ~/.kube/config or in-cluster)")?;

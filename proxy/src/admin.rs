@@ -10,7 +10,10 @@
 //! ```
 //!
 //! Kept on its own listener so probes and scrapes never compete with
-//! transfers for the data port's limits, and never need a route.
+//! transfers for the data port's limits, and never need a route. With
+//! `--admin-tls-cert/--admin-tls-key` it speaks TLS only (HTTP/1.1; `tls`,
+//! the same module and reload as the client listener): the push carries
+//! Secrets' key hashes and engine credentials.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,11 +24,13 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::App;
 use crate::source::Source;
+use crate::tls::Tls;
 
 /// Largest pushed config: a thousand policies compile to well under 1 MiB.
 const MAX_CONFIG_BYTES: usize = 32 << 20;
@@ -38,9 +43,14 @@ pub struct Admin {
     pub token_file: Option<std::path::PathBuf>,
 }
 
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    tls: Option<Arc<Tls>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -52,16 +62,31 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch
             _ = shutdown.changed() => return,
         };
         let admin = admin.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(handle(&admin, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            match tls {
+                Some(tls) => {
+                    if let Some(stream) = tls.accept(stream, peer).await {
+                        connection(admin, stream).await;
+                    }
+                }
+                None => connection(admin, stream).await,
+            }
         });
     }
+}
+
+async fn connection<I>(admin: Arc<Admin>, stream: I)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let admin = admin.clone();
+        async move { Ok::<_, Infallible>(handle(&admin, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

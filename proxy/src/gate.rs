@@ -44,8 +44,38 @@ pub struct Outcome {
     pub bytes: u64,
     /// The rule that refused it, if one did.
     pub rule: Option<&'static str>,
-    /// How its bytes moved: sendfile, splice, relay, copy, fast or hyper.
+    /// How its bytes moved: sendfile, splice, relay, copy, fast or hyper
+    /// (plaintext), tls-copy (TLS in user space, through hyper).
     pub via: &'static str,
+}
+
+/// What carries a connection's bytes, as the listener accepted it: it
+/// decides which zero-copy a path may use, and what records say of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP: the fast path's sendfile and splice, or hyper.
+    Plain,
+    /// rustls in user space: hyper only, every byte copied (and encrypted)
+    /// through user-space buffers.
+    Tls,
+}
+
+impl Transport {
+    /// The `via` of a request hyper served on this connection.
+    pub fn hyper_via(self) -> &'static str {
+        match self {
+            Transport::Plain => "hyper",
+            Transport::Tls => "tls-copy",
+        }
+    }
+
+    /// The `path` label of bytes copied through user-space buffers.
+    pub fn copy_path(self) -> &'static str {
+        match self {
+            Transport::Plain => "copy",
+            Transport::Tls => "tls-copy",
+        }
+    }
 }
 
 /// One request's passage through the gate, from its head to its record.

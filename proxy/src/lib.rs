@@ -33,6 +33,7 @@ pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod source;
+pub mod tls;
 pub mod upload;
 #[allow(unsafe_code)]
 pub mod zerocopy;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use sluice_proxy::limits::Pace;
 use sluice_proxy::source::Source;
-use sluice_proxy::{App, Capacity, Settings, admin, server, zerocopy};
+use sluice_proxy::{App, Capacity, Settings, admin, server, tls, zerocopy};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -27,6 +27,14 @@ enum LogColor {
     Auto,
     Always,
     Never,
+}
+
+/// Kernel TLS: whether to look for it.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Ktls {
+    /// Use it where the kernel offers it (and this build can).
+    Auto,
+    Off,
 }
 
 /// Streaming upload/download filtering proxy. With no --policies it serves an
@@ -117,6 +125,27 @@ struct Args {
     /// Longest wait for a storage engine's answer (504 past it).
     #[arg(long, env = "SLUICE_BACKEND_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     backend_timeout: Duration,
+    /// PEM certificate chain (leaf first) for --listen, which then speaks TLS only.
+    /// Repeatable, paired in order with --tls-key (comma-separated in the env);
+    /// chosen by SNI against its SAN names, the first is the default. Re-read when
+    /// the file changes (checked every --reload-interval).
+    #[arg(long, env = "SLUICE_TLS_CERT", value_delimiter = ',')]
+    tls_cert: Vec<PathBuf>,
+    /// PEM private key of the --tls-cert of the same position.
+    #[arg(long, env = "SLUICE_TLS_KEY", value_delimiter = ',')]
+    tls_key: Vec<PathBuf>,
+    /// PEM CA bundle: clients must present a certificate it issued (mTLS).
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Kernel TLS offload: reported at /metrics (sluice_tls_offload); see the README.
+    #[arg(long, env = "SLUICE_KTLS", value_enum, default_value = "auto")]
+    ktls: Ktls,
+    /// PEM certificate chain for --admin-listen, which then speaks TLS only
+    /// (the operator pushes with --proxy-ca). Re-read when it changes.
+    #[arg(long, env = "SLUICE_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    admin_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "SLUICE_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    admin_tls_key: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -156,6 +185,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         backend_timeout,
         admin_token_file,
         config_snapshot,
+        tls_cert,
+        tls_key,
+        tls_client_ca,
+        ktls,
+        admin_tls_cert,
+        admin_tls_key,
     } = args;
     let _logs = init_logs(log_format, log_color, !no_access_log);
 
@@ -202,6 +237,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .context("loading the initial configuration")?;
 
+    let client_tls = if tls_cert.is_empty() && tls_key.is_empty() {
+        None
+    } else {
+        let cfg = tls::Config {
+            listener: "client",
+            certs: tls_cert,
+            keys: tls_key,
+            client_ca: tls_client_ca,
+            alpn: tls::ALPN_CLIENT,
+            handshake_timeout: header_timeout,
+        };
+        Some(tls::Tls::load(cfg, &app.metrics.tls).context("--tls-cert/--tls-key")?)
+    };
+    let admin_tls = match (admin_tls_cert, admin_tls_key) {
+        (Some(cert), Some(key)) => {
+            let cfg = tls::Config {
+                listener: "admin",
+                certs: vec![cert],
+                keys: vec![key],
+                client_ca: None,
+                alpn: tls::ALPN_ADMIN,
+                handshake_timeout: header_timeout,
+            };
+            Some(
+                tls::Tls::load(cfg, &app.metrics.tls)
+                    .context("--admin-tls-cert/--admin-tls-key")?,
+            )
+        }
+        _ => None,
+    };
+    if client_tls.is_some() || admin_tls.is_some() {
+        let o = tls::detect_offload(matches!(ktls, Ktls::Auto), &app.metrics.tls);
+        tracing::info!(mode = o.mode, reason = %o.why, "TLS offload");
+    }
+
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -215,6 +285,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         splice = app.settings.splice,
         access_log = !no_access_log,
         splice_window = app.settings.splice_window,
+        tls = client_tls.is_some(),
+        mtls = client_tls.as_ref().is_some_and(|t| t.client_auth()),
+        admin_tls = admin_tls.is_some(),
         "listening"
     );
 
@@ -225,14 +298,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         source: source.clone(),
         token_file: admin_token_file,
     });
-    tokio::spawn(admin::serve(admin, admin_state, stop_rx.clone()));
+    for t in client_tls.iter().chain(admin_tls.iter()) {
+        tokio::spawn(t.clone().watch(reload_interval, stop_rx.clone()));
+    }
+    tokio::spawn(admin::serve(admin, admin_state, admin_tls, stop_rx.clone()));
     tokio::spawn(source.watch(app.clone(), digest, reload_interval, stop_rx.clone()));
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested");
         let _ = stop_tx.send(true);
     });
-    server::serve(listener, app, stop_rx).await;
+    server::serve(listener, app, client_tls, stop_rx).await;
     tracing::info!("bye");
     Ok(())
 }

@@ -99,9 +99,10 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_info: Family<VersionLabels, Gauge>,
+    pub tls: TlsMetrics,
 }
 
-const DOWNLOAD_PATHS: &[&str] = &["sendfile", "splice", "copy"];
+const DOWNLOAD_PATHS: &[&str] = &["sendfile", "splice", "copy", "tls-copy"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -130,7 +131,7 @@ impl Default for Metrics {
             &mut registry,
             "uploads",
             "Stored uploads by path: splice (client socket -> pipe -> engine socket past the sniff window) or copy",
-            &["splice", "copy"],
+            &["splice", "copy", "tls-copy"],
         );
         let download_bytes = ByPath::register(
             &mut registry,
@@ -168,7 +169,9 @@ impl Default for Metrics {
             "The configuration version being served (value 1)",
             config_info.clone(),
         );
+        let tls = TlsMetrics::register(&mut registry);
         Metrics {
+            tls,
             registry,
             requests,
             rejections,
@@ -182,6 +185,77 @@ impl Default for Metrics {
             config_reloads,
             config_info,
         }
+    }
+}
+
+// --- TLS (listener and admin port) ---
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsReasonLabels {
+    /// `client` (--listen) or `admin` (--admin-listen).
+    pub listener: &'static str,
+    /// One of `tls::REASONS`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsReloadLabels {
+    pub listener: &'static str,
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsCertLabels {
+    pub listener: &'static str,
+    /// The certificate file, as given on the command line.
+    pub cert: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsOffloadLabels {
+    /// `kernel` (kTLS) or `user` (rustls encrypts in the process).
+    pub mode: &'static str,
+}
+
+/// The TLS series: handles cloned into each `tls::Tls`.
+#[derive(Clone, Debug)]
+pub struct TlsMetrics {
+    pub handshake_failures: Family<TlsReasonLabels, Counter>,
+    pub reloads: Family<TlsReloadLabels, Counter>,
+    pub not_after: Family<TlsCertLabels, Gauge>,
+    pub offload: Family<TlsOffloadLabels, Gauge>,
+}
+
+impl TlsMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = TlsMetrics {
+            handshake_failures: Family::default(),
+            reloads: Family::default(),
+            not_after: Family::default(),
+            offload: Family::default(),
+        };
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed, by listener and reason",
+            m.handshake_failures.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Certificate (and client CA) reloads by listener and result; error: the old pair stays",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "tls_certificate_not_after_seconds",
+            "Expiry (Unix seconds) of each loaded certificate",
+            m.not_after.clone(),
+        );
+        registry.register(
+            "tls_offload",
+            "Where TLS records are encrypted: 1 for the mode in use (kernel: kTLS, user: rustls)",
+            m.offload.clone(),
+        );
+        m
     }
 }
 

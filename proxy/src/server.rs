@@ -17,6 +17,11 @@
 //!       -> hyper (HTTP/1.1 and HTTP/2) with the bytes already read, for the
 //!          rest of the connection's life
 //! ```
+//! With TLS (`tls`), every connection is handshaken first and then goes to
+//! hyper whole (HTTP/2 when ALPN picked `h2`, HTTP/1.1 otherwise): user-space
+//! TLS leaves nothing for sendfile or splice, so its bodies are copied through
+//! the same pooled buffers as hyper's plaintext ones (`via` "tls-copy").
+//!
 //! The fast path answers with the same `download::answer` and `Reject`s as
 //! hyper and goes through the same gate, so the two differ only in how bytes
 //! reach the socket. This module moves bytes; what they mean is decided in
@@ -30,7 +35,7 @@ use bytes::{Buf, BytesMut};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -39,10 +44,11 @@ use crate::app::App;
 use crate::download::{self, Answer, remote, semantics::RequestHeaders};
 use crate::error::Reject;
 use crate::filters;
-use crate::gate::{self, Ask, Outcome, Visit};
+use crate::gate::{self, Ask, Outcome, Transport, Visit};
 use crate::http1::response::{self, finish_head, push_header, status_line};
 use crate::http1::{self, LINGER_BYTES, LINGER_TIME, Parsed, replay::Replay};
 use crate::service;
+use crate::tls::Tls;
 use crate::upload::{
     self,
     splice::{Body as BodyRead, Failed, UploadHead},
@@ -50,16 +56,27 @@ use crate::upload::{
 use crate::zerocopy;
 use sluice_policy::Backend;
 
-/// Accepts until `shutdown` turns true, then drains in-flight connections for up to the grace period.
-pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+/// Accepts until `shutdown` turns true, then drains in-flight connections for
+/// up to the grace period. With `tls`, every connection speaks TLS.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    tls: Option<Arc<Tls>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
     let tracker = TaskTracker::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tracker.spawn(connection(app.clone(), stream, peer, graceful.watcher(), shutdown.clone()));
-                }
+                Ok((stream, peer)) => match &tls {
+                    Some(tls) => {
+                        tracker.spawn(tls_connection(app.clone(), tls.clone(), stream, peer, graceful.watcher(), shutdown.clone()));
+                    }
+                    None => {
+                        tracker.spawn(connection(app.clone(), stream, peer, graceful.watcher(), shutdown.clone()));
+                    }
+                },
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -165,7 +182,70 @@ async fn connection(
         }
     }
     let io = TokioIo::new(Replay::new(buf.freeze(), stream));
+    serve_hyper(app, io, peer, watcher, Transport::Plain, None).await;
+}
+
+/// A TLS connection: the handshake (bounded by the header timeout, given up
+/// at shutdown), then hyper for the connection's life.
+async fn tls_connection(
+    app: Arc<App>,
+    tls: Arc<Tls>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    app.metrics.connections_open.inc();
+    let _open = OpenConn(app.clone());
+    let _ = stream.set_nodelay(true);
+    let stream = tokio::select! {
+        s = tls.accept(stream, peer) => match s {
+            Some(s) => s,
+            None => return,
+        },
+        _ = shutdown.changed() => return,
+    };
+    let proto = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Some(Proto::H2),
+        Some(_) => Some(Proto::H1),
+        None => None,
+    };
+    serve_hyper(
+        app,
+        TokioIo::new(stream),
+        peer,
+        watcher,
+        Transport::Tls,
+        proto,
+    )
+    .await;
+}
+
+/// The protocol ALPN settled on.
+#[derive(Clone, Copy)]
+enum Proto {
+    H1,
+    H2,
+}
+
+/// hyper for the rest of a connection's life: HTTP/1.1 and HTTP/2 (told
+/// apart by the preface, or fixed by ALPN), drained gracefully at shutdown.
+async fn serve_hyper<I>(
+    app: Arc<App>,
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    watcher: Watcher,
+    transport: Transport,
+    proto: Option<Proto>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder = match proto {
+        Some(Proto::H1) => builder.http1_only(),
+        Some(Proto::H2) => builder.http2_only(),
+        None => builder,
+    };
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -178,7 +258,7 @@ async fn connection(
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let svc_app = app.clone();
-    let svc = service_fn(move |req| service::handle(svc_app.clone(), peer, req));
+    let svc = service_fn(move |req| service::handle(svc_app.clone(), peer, transport, req));
     if let Err(e) = watcher.watch(builder.serve_connection(io, svc)).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }

@@ -6,7 +6,8 @@
 //!     GET/HEAD -> download::answer -> file body | download::remote::via_hyper
 //!     POST     -> early 413 from Content-Length -> admit -> upload::multipart
 //!     PUT      -> 411/early 413 -> admit -> upload::put
-//!   every outcome -> the gate's record (one access-log line, metrics; via "hyper")
+//!   every outcome -> the gate's record (one access-log line, metrics; via "hyper",
+//!                    or "tls-copy" on a TLS connection: `gate::Transport`)
 //! ```
 //! Checks on Content-Length happen before the body is polled, so a client
 //! that sent `Expect: 100-continue` gets its 413 without sending a byte.
@@ -25,7 +26,7 @@ use crate::app::App;
 use crate::body::{Body, empty, full, reject_response};
 use crate::download::{self, Answer, FileChunks, remote, semantics::RequestHeaders};
 use crate::error::Reject;
-use crate::gate::{self, Ask, Outcome, Visit};
+use crate::gate::{self, Ask, Outcome, Transport, Visit};
 use crate::http1::{LINGER_BYTES, LINGER_TIME};
 use crate::limits::Paced;
 use crate::runtime::RouteRt;
@@ -38,6 +39,7 @@ pub const ALLOW: &str = "GET, HEAD, POST, PUT";
 pub async fn handle(
     app: Arc<App>,
     peer: SocketAddr,
+    transport: Transport,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let method = req.method().as_str().to_string();
@@ -45,7 +47,7 @@ pub async fn handle(
     let mut visit = Visit::new(&method, &path, peer);
     let req = BodySlot::wrap(req);
     let slot = req.body().clone();
-    let (resp, bytes, rule) = match dispatch(&app, peer, req, &mut visit).await {
+    let (resp, bytes, rule) = match dispatch(&app, peer, transport, req, &mut visit).await {
         Ok((resp, bytes)) => (resp, bytes, None),
         Err(r) => {
             slot.linger();
@@ -61,7 +63,7 @@ pub async fn handle(
             status: resp.status().as_u16(),
             bytes,
             rule,
-            via: "hyper",
+            via: transport.hyper_via(),
         },
     );
     Ok(resp)
@@ -74,6 +76,7 @@ fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a [u8]> {
 async fn dispatch(
     app: &Arc<App>,
     peer: SocketAddr,
+    transport: Transport,
     req: Request<BodySlot>,
     visit: &mut Visit<'_>,
 ) -> Result<(Response<Body>, u64), Reject> {
@@ -92,7 +95,7 @@ async fn dispatch(
     )?;
     let (route, rel) = (pass.route, pass.rel);
     match *req.method() {
-        Method::GET | Method::HEAD => download_hyper(app, &route, rel, req, peer).await,
+        Method::GET | Method::HEAD => download_hyper(app, &route, rel, req, peer, transport).await,
         Method::POST => {
             let ct = header(&req, "content-type")
                 .and_then(|c| std::str::from_utf8(c).ok())
@@ -112,7 +115,7 @@ async fn dispatch(
                 fsync: app.settings.fsync,
             };
             let stored = upload::multipart(&ctx, rel, &ct, body_stream(app, req)).await?;
-            Ok(created(app, stored))
+            Ok(created(app, stored, transport))
         }
         Method::PUT => {
             let len = upload::content_length(req.headers())?;
@@ -134,7 +137,7 @@ async fn dispatch(
                 .and_then(|c| std::str::from_utf8(c).ok())
                 .map(str::to_string);
             let stored = upload::put(&ctx, rel, ct.as_deref(), len, body_stream(app, req)).await?;
-            Ok(created(app, stored))
+            Ok(created(app, stored, transport))
         }
         ref m => Err(Reject::MethodNotAllowed {
             method: m.to_string(),
@@ -237,9 +240,9 @@ impl hyper::body::Body for BodySlot {
     }
 }
 
-fn created(app: &App, stored: Stored) -> (Response<Body>, u64) {
+fn created(app: &App, stored: Stored, transport: Transport) -> (Response<Body>, u64) {
     let bytes = stored.bytes();
-    let body = stored.counted(&app.metrics, "copy");
+    let body = stored.counted(&app.metrics, transport.copy_path());
     (
         full(
             StatusCode::CREATED,
@@ -256,6 +259,7 @@ async fn download_hyper(
     rel: &str,
     req: Request<BodySlot>,
     peer: SocketAddr,
+    transport: Transport,
 ) -> Result<(Response<Body>, u64), Reject> {
     let head = req.method() == Method::HEAD;
     let rh = RequestHeaders {
@@ -271,7 +275,7 @@ async fn download_hyper(
             return Err(Reject::DownloadDisabled(route.route.policy.clone()));
         }
         let key = crate::filters::parse_key(rel).map_err(|_| Reject::NotFound)?;
-        return remote::via_hyper(app, route, &key, &rh, head, peer).await;
+        return remote::via_hyper(app, route, &key, &rh, head, peer, transport.copy_path()).await;
     }
     let answer = download::answer(route, rel, &rh, head)?;
     let status = StatusCode::from_u16(answer.status()).unwrap_or(StatusCode::OK);
@@ -293,8 +297,8 @@ async fn download_hyper(
         ));
     }
     let permit = gate::admit(app, peer)?;
-    let counter = app.metrics.download_bytes.counter("copy");
-    app.metrics.download_responses.inc("copy");
+    let counter = app.metrics.download_bytes.counter(transport.copy_path());
+    app.metrics.download_responses.inc(transport.copy_path());
     let stream = FileChunks::new(file, start, len).map(move |r| {
         // The permit lives as long as the body does.
         let _held = &permit;

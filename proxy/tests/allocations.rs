@@ -129,7 +129,7 @@ fn start(
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, rx) = tokio::sync::watch::channel(false);
-    rt.spawn(server::serve(listener, app, rx));
+    rt.spawn(server::serve(listener, app, None, rx));
     Server { addr, _stop: stop }
 }
 

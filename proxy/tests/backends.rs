@@ -171,7 +171,10 @@ async fn gated_put(
             }
         }
     });
-    let client = reqwest::Client::new();
+    let client = {
+        install_crypto();
+        reqwest::Client::new()
+    };
     let mut req = client
         .put(url)
         .header("content-type", "application/octet-stream");

@@ -115,7 +115,8 @@ fn check_status(status: u16, content_range: Option<&[u8]>) -> Result<(), Reject>
     }
 }
 
-/// Through hyper's client, for clients that are not on the fast path.
+/// Through hyper's client, for clients that are not on the fast path; the
+/// body's bytes count under `path` (copy, or tls-copy on a TLS connection).
 pub async fn via_hyper(
     app: &App,
     route: &RouteRt,
@@ -123,6 +124,7 @@ pub async fn via_hyper(
     rh: &RequestHeaders<'_>,
     head: bool,
     peer: SocketAddr,
+    path: &'static str,
 ) -> Result<(Response<Body>, u64), Reject> {
     let (url, extra) = upstream_url(route, key, head)?;
     let mut req = Request::builder()
@@ -161,8 +163,8 @@ pub async fn via_hyper(
         return Ok((b.body(empty).unwrap_or_default(), 0));
     }
     let permit = gate::admit(app, peer)?;
-    app.metrics.download_responses.inc("copy");
-    let counter = app.metrics.download_bytes.counter("copy");
+    app.metrics.download_responses.inc(path);
+    let counter = app.metrics.download_bytes.counter(path);
     let stream = BodyStream::new(resp.into_body()).map(move |r| {
         let _held = &permit;
         match r {

@@ -47,6 +47,7 @@ impl Proxy {
     /// Starts `sluice-proxy` on ephemeral loopback ports with JSON logs. `policies_yaml`
     /// becomes `policies/policies.yaml` (`--policies`); None serves the embedded default.
     pub fn start(policies_yaml: Option<&str>, extra_args: &[&str]) -> Proxy {
+        install_crypto();
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).expect("data dir");
@@ -136,6 +137,17 @@ impl Proxy {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `https://{host}:{port}{path}`: for curl, with `--resolve host:port:127.0.0.1`
+    /// (`Proxy::resolve`), or for reqwest with `.resolve(host, p.addr)`.
+    pub fn https_url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.addr.port())
+    }
+
+    /// curl's `--resolve` value sending `host` to the client listener.
+    pub fn resolve(&self, host: &str) -> String {
+        format!("{host}:{}:127.0.0.1", self.addr.port())
     }
 
     pub fn admin_url(&self, path: &str) -> String {
@@ -405,6 +417,9 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Request body bytes sent (curl's `size_upload`; 0 for other clients).
     pub uploaded: u64,
+    /// The protocol the response came in: `HTTP/1.1`, `HTTP/2` (curl's status
+    /// line; reqwest's `HTTP/1.1`, `HTTP/2.0`); empty from `Raw`.
+    pub version: String,
 }
 
 impl Response {
@@ -432,6 +447,7 @@ impl Response {
 
     pub async fn from_reqwest(r: reqwest::Response) -> Response {
         let status = r.status().as_u16();
+        let version = format!("{:?}", r.version());
         let headers = r
             .headers()
             .iter()
@@ -448,6 +464,7 @@ impl Response {
             headers,
             body,
             uploaded: 0,
+            version,
         }
     }
 }
@@ -582,6 +599,11 @@ pub fn curl(args: &[&str]) -> Response {
         headers,
         body: std::fs::read(&body).unwrap_or_default(),
         uploaded,
+        version: last
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     }
 }
 
@@ -603,7 +625,14 @@ pub fn openssl(args: &[&str]) {
     );
 }
 
+/// reqwest is built without a rustls provider of its own (no aws-lc): a client
+/// takes ring from the process default, installed here before any is built.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub fn client_h1() -> reqwest::Client {
+    install_crypto();
     reqwest::Client::builder()
         .no_proxy()
         .http1_only()
@@ -613,6 +642,7 @@ pub fn client_h1() -> reqwest::Client {
 
 /// HTTP/2 over cleartext: always the hyper path of the proxy.
 pub fn client_h2() -> reqwest::Client {
+    install_crypto();
     reqwest::Client::builder()
         .no_proxy()
         .http2_prior_knowledge()
