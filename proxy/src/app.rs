@@ -75,7 +75,10 @@ impl App {
             limits,
             settings,
             remotes: Remotes {
-                client: backend::http::client(cap.backend_connect_timeout),
+                engines: backend::tls::Clients::new(
+                    backend::tls::system_roots(),
+                    cap.backend_connect_timeout,
+                ),
                 parts: backend::s3::PartPool::new(cap.s3_part_size, cap.s3_part_buffers),
                 connect_timeout: cap.backend_connect_timeout,
                 timeout: cap.backend_timeout,
