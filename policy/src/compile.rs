@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Backend, EngineTls, JwtRule, ProxyConfig, Route, RouteAuth, Spool, UploadRules};
+use crate::config::{
+    Backend, EngineTls, JwtRule, ProxyConfig, Route, RouteAuth, Spool, UploadRules,
+};
 use crate::crd::{BackendSpec, EngineTlsSpec, UploadPolicy, UploadPolicySpec};
 use crate::quantity::parse_bytes;
 

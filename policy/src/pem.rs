@@ -43,13 +43,14 @@ pub fn client_pair(
     let chain = certificates(cert_pem).map_err(|e| format!("tls.crt: {e}"))?;
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| format!("tls.key: no private key in PEM form ({e})"))?;
-    rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider())
-        .map_err(|e| match e {
+    rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider()).map_err(
+        |e| match e {
             rustls::Error::InconsistentKeys(_) => {
                 "tls.key does not match the certificate in tls.crt".to_string()
             }
             e => format!("tls.crt/tls.key: {e}"),
-        })?;
+        },
+    )?;
     Ok((chain, key))
 }
 

@@ -228,7 +228,13 @@ impl Active {
                 allow: Allowlists::new(&r.upload.allowed_types, &r.upload.allowed_extensions),
             }));
         }
-        clients.retain(&config.routes.iter().filter_map(|r| r.backend.tls()).collect());
+        clients.retain(
+            &config
+                .routes
+                .iter()
+                .filter_map(|r| r.backend.tls())
+                .collect(),
+        );
         let any_tls_engine = routes.iter().any(|r| !r.tls_engines.is_empty());
         Ok(Self {
             config,
@@ -257,7 +263,9 @@ fn check_engine_url(url: &str) -> Result<bool, String> {
     match u.scheme() {
         "http" if u.host_str().is_some() => Ok(false),
         "https" if u.host_str().is_some() => Ok(true),
-        _ => Err(format!("{url:?} is not an http:// or https:// URL with a host")),
+        _ => Err(format!(
+            "{url:?} is not an http:// or https:// URL with a host"
+        )),
     }
 }
 

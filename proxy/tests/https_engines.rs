@@ -302,7 +302,9 @@ fn https_s3_endpoint_round_trip_and_rejections() {
         .filter(|f| !f.contains("big.bin") && !f.contains("s.png"))
         .collect();
     assert!(
-        stored.iter().all(|f| !f.contains("huge") && !f.contains("fake")),
+        stored
+            .iter()
+            .all(|f| !f.contains("huge") && !f.contains("fake")),
         "left in s3s-fs's storage: {stored:?}"
     );
 }
@@ -331,14 +333,27 @@ fn failed_verification_is_502_with_the_reason_and_on_readyz() {
             &format!("{{http: {{url: \"{}/d\"}}}}", good.https_url()),
             "{}",
         ),
-        policy("wrongname", "/wrongname/", &http(&other_name.https_url(), CA_REF), "{}"),
+        policy(
+            "wrongname",
+            "/wrongname/",
+            &http(&other_name.https_url(), CA_REF),
+            "{}",
+        ),
         policy(
             "servername",
             "/servername/",
-            &http(&good.https_url(), &format!("{CA_REF}, serverName: storage.test")),
+            &http(
+                &good.https_url(),
+                &format!("{CA_REF}, serverName: storage.test"),
+            ),
             "{}",
         ),
-        policy("expired", "/expired/", &http(&expired.https_url(), CA_REF), "{}"),
+        policy(
+            "expired",
+            "/expired/",
+            &http(&expired.https_url(), CA_REF),
+            "{}",
+        ),
         policy("fine", "/fine/", &http(&good.https_url(), CA_REF), "{}"),
     ]);
     let p = Proxy::start(Some(&yaml), &[]);
@@ -363,7 +378,8 @@ fn failed_verification_is_502_with_the_reason_and_on_readyz() {
         p.metrics()
     );
     assert!(
-        p.logs_text().contains("TLS handshake with an engine failed"),
+        p.logs_text()
+            .contains("TLS handshake with an engine failed"),
         "a log line per failed handshake"
     );
 
@@ -406,7 +422,9 @@ fn mtls_engine_takes_the_client_certificate() {
         policy(
             "mtls",
             "/mtls/",
-            &format!("{{http: {{url: \"{u}/m\", tls: {{{CA_REF}, clientCertSecretRef: {{name: sluice-client}}}}}}}}"),
+            &format!(
+                "{{http: {{url: \"{u}/m\", tls: {{{CA_REF}, clientCertSecretRef: {{name: sluice-client}}}}}}}}"
+            ),
             "{}",
         ),
         policy(
@@ -421,7 +439,11 @@ fn mtls_engine_takes_the_client_certificate() {
     assert_created_one(&put(&p, "/mtls/a.bin", &data), "a.bin", &data);
     download_matches(&p, "/mtls/a.bin", &data);
 
-    let m = assert_reject(&put(&p, "/nocert/b.bin", b"no certificate"), 502, "backend_error");
+    let m = assert_reject(
+        &put(&p, "/nocert/b.bin", b"no certificate"),
+        502,
+        "backend_error",
+    );
     assert!(
         m.contains("certificate") && m.contains(&u),
         "the engine's refusal is named: {m}"

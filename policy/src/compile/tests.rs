@@ -334,43 +334,83 @@ fn engine_tls_compiles_with_its_pems() {
 fn engine_tls_refusals() {
     let (ca, crt, key, other_key) = tls_material();
     let client = secret("client", &[("tls.crt", &crt), ("tls.key", &key)]);
-    let outcome = |spec: &str, secrets: &[Secret]| compile(&[policy("a", 0, spec)], secrets).outcomes["ns/a"].clone();
+    let outcome = |spec: &str, secrets: &[Secret]| {
+        compile(&[policy("a", 0, spec)], secrets).outcomes["ns/a"].clone()
+    };
 
     // Missing Secrets and keys: the usual SecretNotFound.
     let o = outcome(HTTPS_TLS, std::slice::from_ref(&client));
     assert_eq!(o.reason(), "SecretNotFound", "{o:?}");
-    let o = outcome(HTTPS_TLS, &[secret("ca", &[("other", &ca)]), client.clone()]);
+    let o = outcome(
+        HTTPS_TLS,
+        &[secret("ca", &[("other", &ca)]), client.clone()],
+    );
     assert_eq!(o.reason(), "SecretNotFound", "{o:?}");
     assert!(o.message().contains("ca.crt"), "{o:?}");
-    let o = outcome(HTTPS_TLS, &[secret("ca", &[("ca.crt", &ca)]), secret("client", &[("tls.crt", &crt)])]);
+    let o = outcome(
+        HTTPS_TLS,
+        &[
+            secret("ca", &[("ca.crt", &ca)]),
+            secret("client", &[("tls.crt", &crt)]),
+        ],
+    );
     assert_eq!(o.reason(), "SecretNotFound", "{o:?}");
     assert!(o.message().contains("tls.key"), "{o:?}");
 
     // A bundle that is not PEM, or whose body is not a certificate.
-    for bad in ["hello", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"] {
-        let o = outcome(HTTPS_TLS, &[secret("ca", &[("ca.crt", bad)]), client.clone()]);
+    for bad in [
+        "hello",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ] {
+        let o = outcome(
+            HTTPS_TLS,
+            &[secret("ca", &[("ca.crt", bad)]), client.clone()],
+        );
         assert_eq!(o.reason(), "Invalid", "{bad}: {o:?}");
-        assert!(o.message().contains("backend.http.tls: caSecretRef ca/ca.crt"), "{o:?}");
+        assert!(
+            o.message()
+                .contains("backend.http.tls: caSecretRef ca/ca.crt"),
+            "{o:?}"
+        );
     }
 
     // A key that is not the certificate's.
     let o = outcome(
         HTTPS_TLS,
-        &[secret("ca", &[("ca.crt", &ca)]), secret("client", &[("tls.crt", &crt), ("tls.key", &other_key)])],
+        &[
+            secret("ca", &[("ca.crt", &ca)]),
+            secret("client", &[("tls.crt", &crt), ("tls.key", &other_key)]),
+        ],
     );
     assert_eq!(o.reason(), "Invalid", "{o:?}");
-    assert!(o.message().contains("tls.key does not match the certificate"), "{o:?}");
+    assert!(
+        o.message()
+            .contains("tls.key does not match the certificate"),
+        "{o:?}"
+    );
 
     // tls on a plain http engine.
-    let o = outcome("pathPrefix: /e/\nbackend: {http: {url: \"http://engine.test/dav\", tls: {serverName: x.test}}}\n", &[]);
+    let o = outcome(
+        "pathPrefix: /e/\nbackend: {http: {url: \"http://engine.test/dav\", tls: {serverName: x.test}}}\n",
+        &[],
+    );
     assert_eq!(o.reason(), "Invalid", "{o:?}");
     assert!(o.message().contains("applies only to https://"), "{o:?}");
-    let o = outcome("pathPrefix: /e/\nbackend: {s3: {endpoint: \"http://s3.test\", bucket: b, credentialsSecret: {name: k}, tls: {serverName: x.test}}}\n", &[secret("k", &[("accessKeyId", "a"), ("secretAccessKey", "b")])]);
+    let o = outcome(
+        "pathPrefix: /e/\nbackend: {s3: {endpoint: \"http://s3.test\", bucket: b, credentialsSecret: {name: k}, tls: {serverName: x.test}}}\n",
+        &[secret(
+            "k",
+            &[("accessKeyId", "a"), ("secretAccessKey", "b")],
+        )],
+    );
     assert_eq!(o.reason(), "Invalid", "{o:?}");
     assert!(o.message().contains("backend.s3.tls"), "{o:?}");
 
     // A server name that is neither a DNS name nor an address.
-    let o = outcome("pathPrefix: /e/\nbackend: {http: {url: \"https://engine.test/dav\", tls: {serverName: \"not a name\"}}}\n", &[]);
+    let o = outcome(
+        "pathPrefix: /e/\nbackend: {http: {url: \"https://engine.test/dav\", tls: {serverName: \"not a name\"}}}\n",
+        &[],
+    );
     assert_eq!(o.reason(), "Invalid", "{o:?}");
     assert!(o.message().contains("serverName"), "{o:?}");
 }

@@ -401,13 +401,12 @@ fn describe(e: &rustls::Error) -> Reason {
     Reason { what, detail, hint }
 }
 
-/// An error of the engine client, in words: the TLS reason first when there
-/// is one, then the whole source chain.
+/// An error of the engine client, in words: the TLS reason when there is
+/// one (rustls' own message is in it), else the whole source chain.
 pub fn explain(e: &(dyn std::error::Error + 'static)) -> String {
-    let chain = super::http::error_chain(e);
     match reason(e) {
-        Some(r) => format!("{r}; {chain}"),
-        None => chain,
+        Some(r) => r.to_string(),
+        None => super::http::error_chain(e),
     }
 }
 
