@@ -27,6 +27,7 @@ fn tls_of(leaf: &Leaf) -> TlsEngine {
         chain_pem: leaf.chain_pem.clone(),
         key_pem: leaf.key_pem.clone(),
         client_ca_pem: None,
+        require_in_handshake: false,
     }
 }
 
@@ -378,8 +379,7 @@ fn failed_verification_is_502_with_the_reason_and_on_readyz() {
         p.metrics()
     );
     assert!(
-        p.logs_text()
-            .contains("TLS handshake with an engine failed"),
+        p.logs_text().contains("TLS to an engine failed"),
         "a log line per failed handshake"
     );
 
@@ -414,8 +414,12 @@ fn mtls_engine_takes_the_client_certificate() {
     let clients = Ca::new("mtls client CA");
     let mut tls = tls_of(&ca.leaf(&["127.0.0.1"]));
     tls.client_ca_pem = Some(clients.cert_pem.clone());
-    let engine = engines::nginx_tls(tls, None);
-    let u = engine.https_url();
+    // nginx checks after the handshake and answers 400 to a client without one...
+    let engine = engines::nginx_tls(tls.clone(), None);
+    // ...this one refuses it in the handshake, with a TLS alert.
+    tls.require_in_handshake = true;
+    let strict = engines::nginx_tls(tls, None);
+    let (u, su) = (engine.https_url(), strict.https_url());
     let yaml = docs(&[
         ca_secret(&ca),
         tls_secret("sluice-client", &clients.leaf(&["sluice.test"])),
@@ -428,9 +432,23 @@ fn mtls_engine_takes_the_client_certificate() {
             "{}",
         ),
         policy(
+            "strict",
+            "/strict/",
+            &format!(
+                "{{http: {{url: \"{su}/m\", tls: {{{CA_REF}, clientCertSecretRef: {{name: sluice-client}}}}}}}}"
+            ),
+            "{}",
+        ),
+        policy(
             "nocert",
             "/nocert/",
             &format!("{{http: {{url: \"{u}/m\", tls: {{{CA_REF}}}}}}}"),
+            "{}",
+        ),
+        policy(
+            "strict-nocert",
+            "/strict-nocert/",
+            &format!("{{http: {{url: \"{su}/m\", tls: {{{CA_REF}}}}}}}"),
             "{}",
         ),
     ]);
@@ -438,17 +456,42 @@ fn mtls_engine_takes_the_client_certificate() {
     let data = random_bytes(100_000, 3);
     assert_created_one(&put(&p, "/mtls/a.bin", &data), "a.bin", &data);
     download_matches(&p, "/mtls/a.bin", &data);
+    assert_created_one(&put(&p, "/strict/a.bin", &data), "a.bin", &data);
+    download_matches(&p, "/strict/a.bin", &data);
 
+    // Without a certificate: nginx's own answer is quoted...
     let m = assert_reject(
         &put(&p, "/nocert/b.bin", b"no certificate"),
         502,
         "backend_error",
     );
     assert!(
-        m.contains("certificate") && m.contains(&u),
+        m.contains("No required SSL certificate was sent") && m.contains(&u),
         "the engine's refusal is named: {m}"
     );
     let m = assert_reject(&curl(&[&p.url("/nocert/a.bin")]), 502, "backend_error");
-    assert!(m.contains("certificate"), "{m}");
+    assert!(m.contains("No required SSL certificate was sent"), "{m}");
+    // ...and a refusal in the handshake is named for what it is.
+    for r in [
+        put(&p, "/strict-nocert/b.bin", b"no certificate"),
+        curl(&[&p.url("/strict-nocert/a.bin")]),
+    ] {
+        let m = assert_502(&r, "client certificate refused");
+        assert!(m.contains("tls.clientCertSecretRef"), "{m}");
+    }
+    wait_until(
+        WAIT,
+        || {
+            readyz(&p)["notReady"].as_array().is_some_and(|l| {
+                l.len() == 1
+                    && l[0]["policy"] == "default/strict-nocert"
+                    && l[0]["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("client certificate refused"))
+            })
+        },
+        || format!("readyz: {}", readyz(&p)),
+    );
     assert_eq!(files_under(&engine.root), vec!["m/a.bin"]);
+    assert_eq!(files_under(&strict.root), vec!["m/a.bin"]);
 }

@@ -7,7 +7,8 @@
 //!   route with backend.{http,s3}.tls = T  -> Clients::get(T) -> EngineClient
 //!       ClientConfig: roots + T.caPem; client cert T.clientCert; TLS 1.3/1.2 (ring)
 //!       HttpsConnector(serverName T.serverName or the URL's host) -> Watched -> hyper Client (pool)
-//!   every connect: Watched records per engine (host:port) Ok -> cleared, TLS error -> reason
+//!   every connect: Watched records per engine (host:port) Ok -> cleared, TLS error -> reason;
+//!   every read: a TLS alert after the handshake (client certificate refused) -> reason
 //!   hyper error -> explain(): walks the source chain to the rustls::Error -> "name mismatch: ..."
 //! ```
 //! Roots: the platform's store, not webpki-roots, so engines are trusted as
@@ -34,11 +35,12 @@ use std::time::{Duration, Instant};
 
 use http::Uri;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, MaybeHttpsStream};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::ClientConfig;
 pub use rustls::RootCertStore;
 use sluice_policy::config::EngineTls;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tower_service::Service;
 
@@ -49,6 +51,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Shortest time between two probes of an engine whose last handshake failed.
 const REPROBE_AFTER: Duration = Duration::from_secs(5);
+/// A probe's connect and handshake.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a probe listens after its handshake for the engine's refusal.
+const PROBE_READ: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -145,9 +151,15 @@ impl EngineClient {
         let url = url.clone();
         rt.spawn(async move {
             let key = endpoint(&url);
-            if std::future::poll_fn(|cx| c.poll_ready(cx)).await.is_ok() {
-                // The connection is dropped at once: only the handshake is wanted.
-                let _ = tokio::time::timeout(Duration::from_secs(30), c.call(url)).await;
+            if std::future::poll_fn(|cx| c.poll_ready(cx)).await.is_ok()
+                && let Ok(Ok(conn)) = tokio::time::timeout(PROBE_TIMEOUT, c.call(url)).await
+            {
+                // A moment's read: a TLS 1.3 engine refusing our client
+                // certificate sends its alert just after the handshake (a
+                // content one sends nothing until asked). Then the
+                // connection is dropped: only the handshake was wanted.
+                let mut io = TokioIo::new(conn);
+                let _ = tokio::time::timeout(PROBE_READ, io.read(&mut [0u8; 1])).await;
             }
             if let Some(key) = key
                 && let Some(s) = c.health.lock().get_mut(&key)
@@ -282,8 +294,25 @@ pub struct Watched {
     health: Arc<Health>,
 }
 
+impl Health {
+    fn clear(&self, key: &str) {
+        if let Some(s) = self.lock().get_mut(key) {
+            s.failure = None;
+        }
+    }
+
+    /// Records `e` against the engine when a TLS reason is in it.
+    fn fail(&self, key: &str, e: &(dyn std::error::Error + 'static)) {
+        if let Some(reason) = reason(e) {
+            let message = reason.to_string();
+            tracing::warn!(engine = %key, reason = %message, "TLS to an engine failed");
+            self.lock().entry(key.to_string()).or_default().failure = Some(message);
+        }
+    }
+}
+
 impl Service<Uri> for Watched {
-    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Response = Watching;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -297,24 +326,75 @@ impl Service<Uri> for Watched {
         let connecting = self.inner.call(dst);
         Box::pin(async move {
             let r = connecting.await;
-            if let Some(key) = key {
+            if let Some(key) = &key {
                 match &r {
-                    Ok(_) => {
-                        if let Some(s) = health.lock().get_mut(&key) {
-                            s.failure = None;
-                        }
-                    }
-                    Err(e) => {
-                        if let Some(reason) = reason(&**e) {
-                            let message = reason.to_string();
-                            tracing::warn!(engine = %key, reason = %message, "TLS handshake with an engine failed");
-                            health.lock().entry(key).or_default().failure = Some(message);
-                        }
-                    }
+                    Ok(_) => health.clear(key),
+                    Err(e) => health.fail(key, &**e),
                 }
             }
-            r
+            r.map(|inner| Watching {
+                inner,
+                watch: key.map(|k| (health, k)),
+            })
         })
+    }
+}
+
+/// An engine connection that records a TLS failure seen after the
+/// handshake: with TLS 1.3 an engine refusing the client certificate says
+/// so with an alert the client reads only once its handshake is done.
+pub struct Watching {
+    inner: MaybeHttpsStream<TokioIo<TcpStream>>,
+    watch: Option<(Arc<Health>, String)>,
+}
+
+impl hyper::rt::Read for Watching {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let (Poll::Ready(Err(e)), Some((health, key))) = (&r, &self.watch) {
+            health.fail(key, e);
+        }
+        r
+    }
+}
+
+impl hyper::rt::Write for Watching {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl Connection for Watching {
+    fn connected(&self) -> Connected {
+        self.inner.connected()
     }
 }
 

@@ -282,6 +282,10 @@ pub struct TlsEngine {
     pub chain_pem: String,
     pub key_pem: String,
     pub client_ca_pem: Option<String>,
+    /// With `client_ca_pem`: refuse a client without a certificate in the
+    /// handshake (a TLS alert, as Go and Java servers do) instead of nginx's
+    /// `400 No required SSL certificate was sent`.
+    pub require_in_handshake: bool,
 }
 
 impl Engine {
@@ -306,8 +310,13 @@ pub fn nginx_tls(tls: TlsEngine, upstream: Option<u16>) -> Engine {
                 Some(ca) => {
                     std::fs::write(dir.join("client-ca.crt"), ca).expect("client-ca.crt");
                     format!(
-                        "ssl_verify_client on;\n    ssl_client_certificate {}/client-ca.crt;",
-                        dir.display()
+                        "ssl_verify_client on;\n    ssl_client_certificate {}/client-ca.crt;\n    {}",
+                        dir.display(),
+                        if tls.require_in_handshake {
+                            "ssl_conf_command VerifyMode Peer,Require;"
+                        } else {
+                            ""
+                        }
                     )
                 }
                 None => String::new(),
