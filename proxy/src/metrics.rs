@@ -34,6 +34,12 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Why a TLS connection to an engine failed: `backend::tls::Reason::what`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineTlsLabels {
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: String,
@@ -99,6 +105,7 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_info: Family<VersionLabels, Gauge>,
+    pub engine_tls_failures: Family<EngineTlsLabels, Counter>,
 }
 
 const DOWNLOAD_PATHS: &[&str] = &["sendfile", "splice", "copy"];
@@ -168,6 +175,12 @@ impl Default for Metrics {
             "The configuration version being served (value 1)",
             config_info.clone(),
         );
+        let engine_tls_failures = Family::default();
+        registry.register(
+            "engine_tls_failures",
+            "TLS connections to https engines that failed, by reason (certificate not trusted, name mismatch, expired, ...)",
+            engine_tls_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -181,6 +194,7 @@ impl Default for Metrics {
             connections_open,
             config_reloads,
             config_info,
+            engine_tls_failures,
         }
     }
 }

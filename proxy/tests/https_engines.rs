@@ -382,6 +382,15 @@ fn failed_verification_is_502_with_the_reason_and_on_readyz() {
         p.logs_text().contains("TLS to an engine failed"),
         "a log line per failed handshake"
     );
+    for reason in ["certificate not trusted", "name mismatch", "expired"] {
+        assert!(
+            p.metric(&format!(
+                r#"sluice_engine_tls_failures_total{{reason="{reason}"}}"#
+            )) >= 2.0,
+            "{reason}: {}",
+            p.metrics()
+        );
+    }
 
     // /readyz: each failing policy with its reason, not the one that works.
     let want = [
@@ -479,6 +488,11 @@ fn mtls_engine_takes_the_client_certificate() {
         let m = assert_502(&r, "client certificate refused");
         assert!(m.contains("tls.clientCertSecretRef"), "{m}");
     }
+    assert!(
+        p.metric(r#"sluice_engine_tls_failures_total{reason="client certificate refused"}"#) >= 2.0,
+        "{}",
+        p.metrics()
+    );
     wait_until(
         WAIT,
         || {

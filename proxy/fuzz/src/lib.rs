@@ -60,6 +60,7 @@ pub fn build_sandboxed(mut cfg: ProxyConfig) -> Result<(), String> {
         sluice_proxy::backend::tls::Clients::new(
             std::sync::Arc::new(sluice_proxy::backend::tls::RootCertStore::empty()),
             std::time::Duration::from_secs(1),
+            Default::default(),
         )
     });
     let built = Active::build(cfg, dir, clients).map(drop);

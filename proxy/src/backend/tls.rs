@@ -37,6 +37,8 @@ use http::Uri;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use rustls::ClientConfig;
 pub use rustls::RootCertStore;
 use sluice_policy::config::EngineTls;
@@ -45,6 +47,10 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::http::OutBody;
+use crate::metrics::EngineTlsLabels;
+
+/// Failed TLS connections to engines by reason (`sluice_engine_tls_failures_total`).
+pub type FailureCounter = Family<EngineTlsLabels, Counter>;
 
 pub type Client = hyper_util::client::legacy::Client<Watched, OutBody>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -94,7 +100,12 @@ pub struct EngineClient {
 }
 
 impl EngineClient {
-    fn new(config: ClientConfig, server_name: Option<&str>, connect_timeout: Duration) -> Self {
+    fn new(
+        config: ClientConfig,
+        server_name: Option<&str>,
+        connect_timeout: Duration,
+        failures: FailureCounter,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
@@ -109,7 +120,10 @@ impl EngineClient {
         .enable_http1();
         let connector = Watched {
             inner: builder.wrap_connector(http),
-            health: Arc::default(),
+            health: Arc::new(Health {
+                seen: Mutex::default(),
+                failures,
+            }),
         };
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -174,22 +188,29 @@ impl EngineClient {
 pub struct Clients {
     roots: Arc<RootCertStore>,
     connect_timeout: Duration,
+    failures: FailureCounter,
     default: EngineClient,
     by_tls: Mutex<HashMap<EngineTls, EngineClient>>,
 }
 
 impl Clients {
-    pub fn new(roots: Arc<RootCertStore>, connect_timeout: Duration) -> Self {
+    pub fn new(
+        roots: Arc<RootCertStore>,
+        connect_timeout: Duration,
+        failures: FailureCounter,
+    ) -> Self {
         let default = EngineClient::new(
             base_config()
                 .with_root_certificates(roots.clone())
                 .with_no_client_auth(),
             None,
             connect_timeout,
+            failures.clone(),
         );
         Self {
             roots,
             connect_timeout,
+            failures,
             default,
             by_tls: Mutex::default(),
         }
@@ -213,6 +234,7 @@ impl Clients {
             self.config(tls)?,
             tls.server_name.as_deref(),
             self.connect_timeout,
+            self.failures.clone(),
         );
         self.lock().insert(tls.clone(), c.clone());
         Ok(c)
@@ -263,12 +285,14 @@ fn base_config() -> rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier> {
 }
 
 /// What the last handshakes with each engine (`host:port`) came to.
-#[derive(Default)]
-struct Health(Mutex<HashMap<String, Seen>>);
+struct Health {
+    seen: Mutex<HashMap<String, Seen>>,
+    failures: FailureCounter,
+}
 
 impl Health {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -304,6 +328,11 @@ impl Health {
     /// Records `e` against the engine when a TLS reason is in it.
     fn fail(&self, key: &str, e: &(dyn std::error::Error + 'static)) {
         if let Some(reason) = reason(e) {
+            self.failures
+                .get_or_create(&EngineTlsLabels {
+                    reason: reason.what,
+                })
+                .inc();
             let message = reason.to_string();
             tracing::warn!(engine = %key, reason = %message, "TLS to an engine failed");
             self.lock().entry(key.to_string()).or_default().failure = Some(message);
