@@ -216,7 +216,8 @@ impl Active {
             let client = clients
                 .get(r.backend.tls())
                 .map_err(|e| format!("{}: {e}", r.policy))?;
-            tls_engines.dedup();
+            // url and downloadUrl on one engine: one handshake tells for both.
+            tls_engines.dedup_by(|a, b| a.authority() == b.authority());
             routes.push(Arc::new(RouteRt {
                 route: r.clone(),
                 fs_root,

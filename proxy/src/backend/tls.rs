@@ -549,4 +549,42 @@ mod tests {
         );
         assert_eq!(endpoint(&"http://a.test/x".parse().unwrap()), None);
     }
+
+    #[test]
+    fn a_client_per_setting_and_bad_material_refused() {
+        let clients = Clients::new(
+            Arc::new(RootCertStore::empty()),
+            Duration::from_secs(1),
+            FailureCounter::default(),
+        );
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["c.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let good = EngineTls {
+            ca_pem: Some(cert.pem()),
+            client_cert_pem: Some(cert.pem()),
+            client_key_pem: Some(key.serialize_pem()),
+            server_name: Some("storage.test".into()),
+        };
+        clients.get(Some(&good)).unwrap();
+        clients.get(Some(&good)).unwrap();
+        assert_eq!(clients.lock().len(), 1, "one client per distinct setting");
+        let bad_ca = EngineTls {
+            ca_pem: Some("not a pem".into()),
+            ..EngineTls::default()
+        };
+        assert!(matches!(clients.get(Some(&bad_ca)), Err(TlsError::Ca(_))));
+        let half = EngineTls {
+            client_cert_pem: Some(cert.pem()),
+            ..EngineTls::default()
+        };
+        assert!(matches!(
+            clients.get(Some(&half)),
+            Err(TlsError::ClientCert(_))
+        ));
+        clients.retain(&HashSet::new());
+        assert_eq!(clients.lock().len(), 0, "unused settings are dropped");
+    }
 }

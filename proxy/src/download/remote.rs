@@ -142,12 +142,8 @@ pub async fn via_hyper(
     if !matches!(resp.status().as_u16(), 200 | 206 | 304 | 404 | 412 | 416) {
         // The engine's own words (an https engine refusing a client certificate
         // answers 400 with why) make the 502 something a person can act on.
-        let what = format!(
-            "GET {}://{}{}",
-            url.scheme(),
-            url.host_str().unwrap_or(""),
-            url.port().map(|p| format!(":{p}")).unwrap_or_default()
-        ) + url.path();
+        // Not the query: a presigned URL carries its signature there.
+        let what = format!("GET {}", &url[..url::Position::AfterPath]);
         return Err(expect_success(resp, &what)
             .await
             .err()
