@@ -6,9 +6,11 @@
 //! Uploads (PUT and multipart POST) and downloads keep their bytes; a file
 //! refused mid-stream leaves nothing on the engine; a certificate that does
 //! not verify is a 502 whose message says why (`certificate not trusted`,
-//! `name mismatch`, `expired`), and /readyz names the policy; mTLS engines
-//! take the client certificate of `clientCertSecretRef`; `serverName` is what
-//! is verified. Transfers to https engines go through hyper (no splice).
+//! `name mismatch`, `expired`, `not yet valid`), and /readyz names the
+//! policy; mTLS engines take the client certificate of `clientCertSecretRef`,
+//! and one refused is `client certificate refused` (or nginx's own 400,
+//! quoted); `serverName` is what is verified. Transfers to https engines go
+//! through hyper (no splice): access log `via: hyper`, metrics `copy`.
 
 mod common;
 mod engines;
@@ -324,6 +326,15 @@ fn failed_verification_is_502_with_the_reason_and_on_readyz() {
     let good = engines::nginx_tls(tls_of(&ca.leaf(&["localhost", "127.0.0.1"])), None);
     let other_name = engines::nginx_tls(tls_of(&ca.leaf(&["other.test"])), None);
     let expired = engines::nginx_tls(tls_of(&ca.expired_leaf(&["127.0.0.1"])), None);
+    let now = time::OffsetDateTime::now_utc();
+    let future = engines::nginx_tls(
+        tls_of(&ca.leaf_valid(
+            &["127.0.0.1"],
+            now + time::Duration::days(1),
+            now + time::Duration::days(7),
+        )),
+        None,
+    );
     let http = |url: &str, tls: &str| format!("{{http: {{url: \"{url}/d\", tls: {{{tls}}}}}}}");
     let yaml = docs(&[
         ca_secret(&ca),
@@ -355,6 +366,12 @@ fn failed_verification_is_502_with_the_reason_and_on_readyz() {
             &http(&expired.https_url(), CA_REF),
             "{}",
         ),
+        policy(
+            "future",
+            "/future/",
+            &http(&future.https_url(), CA_REF),
+            "{}",
+        ),
         policy("fine", "/fine/", &http(&good.https_url(), CA_REF), "{}"),
     ]);
     let p = Proxy::start(Some(&yaml), &[]);
@@ -364,6 +381,7 @@ fn failed_verification_is_502_with_the_reason_and_on_readyz() {
         ("/wrongname/", "name mismatch"),
         ("/servername/", "name mismatch"),
         ("/expired/", "expired"),
+        ("/future/", "not yet valid"),
     ] {
         let path = format!("{prefix}a.bin");
         let m = assert_502(&put(&p, &path, b"some bytes"), reason);
@@ -398,6 +416,7 @@ fn failed_verification_is_502_with_the_reason_and_on_readyz() {
         ("default/wrongname", "name mismatch"),
         ("default/servername", "name mismatch"),
         ("default/expired", "expired"),
+        ("default/future", "not yet valid"),
     ];
     wait_until(
         WAIT,
