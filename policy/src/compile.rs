@@ -18,8 +18,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Backend, JwtRule, ProxyConfig, Route, RouteAuth, Spool, UploadRules};
-use crate::crd::{BackendSpec, UploadPolicy, UploadPolicySpec};
+use crate::config::{
+    Backend, EngineTls, JwtRule, ProxyConfig, Route, RouteAuth, Spool, UploadRules,
+};
+use crate::crd::{BackendSpec, EngineTlsSpec, UploadPolicy, UploadPolicySpec};
 use crate::quantity::parse_bytes;
 
 /// Used when a policy omits `upload.maxFileSize`.
@@ -255,6 +257,12 @@ fn compile_backend(b: &BackendSpec, secret: &SecretLookup<'_>) -> Result<Backend
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             spool,
+            tls: compile_tls(
+                "backend.http",
+                [Some(h.url.as_str()), h.download_url.as_deref()],
+                h.tls.as_ref(),
+                secret,
+            )?,
         });
     }
     if let Some(s) = &b.s3 {
@@ -277,11 +285,70 @@ fn compile_backend(b: &BackendSpec, secret: &SecretLookup<'_>) -> Result<Backend
             path_style: s.path_style.unwrap_or(true),
             access_key_id: get("accessKeyId")?,
             secret_access_key: get("secretAccessKey")?,
+            tls: compile_tls(
+                "backend.s3",
+                [Some(s.endpoint.as_str()), None],
+                s.tls.as_ref(),
+                secret,
+            )?,
         });
     }
     Err(Outcome::Invalid(
         "backend: exactly one of fs, http, s3 is required".into(),
     ))
+}
+
+/// An engine's `tls`: its Secrets read, their PEMs checked. `urls`: the
+/// backend's engine URLs; `tls` needs one of them to be https.
+fn compile_tls(
+    field: &str,
+    urls: [Option<&str>; 2],
+    spec: Option<&EngineTlsSpec>,
+    secret: &SecretLookup<'_>,
+) -> Result<Option<EngineTls>, Outcome> {
+    let Some(spec) = spec else { return Ok(None) };
+    let invalid = |m: String| Outcome::Invalid(format!("{field}.tls: {m}"));
+    if !urls.iter().flatten().any(|u| u.starts_with("https://")) {
+        return Err(invalid(
+            "applies only to https:// engines; this backend's URL is http://".into(),
+        ));
+    }
+    let mut out = EngineTls::default();
+    if let Some(r) = &spec.ca_secret_ref {
+        let data = secret(&r.name)?;
+        let pem = data.get(&r.key).ok_or_else(|| {
+            Outcome::SecretNotFound(format!("Secret {} has no key {:?}", r.name, r.key))
+        })?;
+        crate::pem::ca_bundle(pem)
+            .map_err(|e| invalid(format!("caSecretRef {}/{}: {e}", r.name, r.key)))?;
+        out.ca_pem = Some(pem_text(pem, &invalid)?);
+    }
+    if let Some(r) = &spec.client_cert_secret_ref {
+        let data = secret(&r.name)?;
+        let get = |k: &str| {
+            data.get(k).ok_or_else(|| {
+                Outcome::SecretNotFound(format!(
+                    "Secret {} has no key {k:?} (a kubernetes.io/tls Secret has tls.crt and tls.key)",
+                    r.name
+                ))
+            })
+        };
+        let (crt, key) = (get("tls.crt")?, get("tls.key")?);
+        crate::pem::client_pair(crt, key)
+            .map_err(|e| invalid(format!("clientCertSecretRef {}: {e}", r.name)))?;
+        out.client_cert_pem = Some(pem_text(crt, &invalid)?);
+        out.client_key_pem = Some(pem_text(key, &invalid)?);
+    }
+    if let Some(n) = &spec.server_name {
+        crate::pem::server_name(n).map_err(|e| invalid(format!("serverName: {e}")))?;
+        out.server_name = Some(n.clone());
+    }
+    Ok(Some(out))
+}
+
+/// PEM is ASCII: anything else did not parse above either.
+fn pem_text(pem: &[u8], invalid: &dyn Fn(String) -> Outcome) -> Result<String, Outcome> {
+    String::from_utf8(pem.to_vec()).map_err(|_| invalid("a PEM that is not text".into()))
 }
 
 fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {

@@ -50,6 +50,8 @@ pub enum Backend {
         headers: Vec<(String, String)>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         spool: Option<Spool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls: Option<EngineTls>,
     },
     S3 {
         endpoint: String,
@@ -59,6 +61,8 @@ pub enum Backend {
         path_style: bool,
         access_key_id: String,
         secret_access_key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls: Option<EngineTls>,
     },
 }
 
@@ -70,6 +74,34 @@ impl Backend {
             Backend::S3 { .. } => "s3",
         }
     }
+}
+
+impl Backend {
+    /// The engine TLS settings of an http or s3 backend.
+    pub fn tls(&self) -> Option<&EngineTls> {
+        match self {
+            Backend::Fs { .. } => None,
+            Backend::Http { tls, .. } | Backend::S3 { tls, .. } => tls.as_ref(),
+        }
+    }
+}
+
+/// TLS to an https engine, resolved: PEMs read from their Secrets and checked
+/// (they parse; the client key matches its certificate).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineTls {
+    /// CA certificates trusted besides the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Client certificate chain (leaf first) and its private key, for mTLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_pem: Option<String>,
+    /// Verified and sent as SNI instead of the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -111,6 +111,26 @@ pub struct HttpBackendSpec {
     /// Upload servers in multipart mode often take uploads at one URL and serve files at another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_url: Option<String>,
+    /// TLS to an `https://` engine: extra trusted CAs, a client certificate, the name verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EngineTlsSpec>,
+}
+
+/// How an `https://` engine is verified and what the proxy presents to it. The
+/// engine's certificate is always verified: against the system's roots plus
+/// `caSecretRef`, for the URL's host or `serverName`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineTlsSpec {
+    /// A PEM bundle of CA certificates trusted for this engine besides the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`): the client certificate for engines that require mTLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<SecretRef>,
+    /// The name verified in the engine's certificate and sent as SNI, instead of the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -148,6 +168,9 @@ pub struct S3BackendSpec {
     /// Path-style addressing (`{endpoint}/{bucket}/{key}`). Default true; false uses virtual-host style.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_style: Option<bool>,
+    /// TLS to an `https://` endpoint: extra trusted CAs, a client certificate, the name verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EngineTlsSpec>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]

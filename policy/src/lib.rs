@@ -17,6 +17,7 @@ pub mod compile;
 pub mod config;
 pub mod crd;
 pub mod load;
+pub mod pem;
 pub mod quantity;
 
 pub use compile::{Compiled, Outcome, PolicyKey, compile};

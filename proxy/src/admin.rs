@@ -1,6 +1,7 @@
 //! The admin port: `/metrics` (Prometheus text), `/healthz` (the process
-//! runs), `/readyz` (a configuration is loaded and being served, and which
-//! documents of the policies folder were left out of it, and why), and the
+//! runs), `/readyz` (a configuration is loaded and being served, which
+//! documents of the policies folder were left out of it, and why, and which
+//! policies cannot reach any of their https engines: `notReady`), and the
 //! operator's push API:
 //!
 //! ```text
@@ -117,14 +118,19 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
             app.metrics.encode(),
         ),
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" => match app.current.version() {
-            Some(v) => reply(
+        "/readyz" => match app.current.load() {
+            Some(active) => reply(
                 StatusCode::OK,
                 "application/json",
                 serde_json::json!({
                     "ready": true,
-                    "configVersion": v,
+                    "configVersion": active.config.version,
                     "notAccepted": *app.current.not_accepted(),
+                    // Reported, not made a readiness failure: one policy's engine
+                    // must not take the pod out of service for every other policy.
+                    "notReady": active.engines_failing().into_iter()
+                        .map(|(policy, reason)| serde_json::json!({"policy": policy, "reason": reason}))
+                        .collect::<Vec<_>>(),
                 })
                 .to_string(),
             ),

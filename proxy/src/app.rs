@@ -69,13 +69,18 @@ impl App {
             cap.max_per_client,
             metrics.transfers_in_flight.clone(),
         );
+        let engines = backend::tls::Clients::new(
+            backend::tls::system_roots(),
+            cap.backend_connect_timeout,
+            metrics.engine_tls_failures.clone(),
+        );
         Arc::new(Self {
             current: Current::default(),
             metrics,
             limits,
             settings,
             remotes: Remotes {
-                client: backend::http::client(cap.backend_connect_timeout),
+                engines,
                 parts: backend::s3::PartPool::new(cap.s3_part_size, cap.s3_part_buffers),
                 connect_timeout: cap.backend_connect_timeout,
                 timeout: cap.backend_timeout,

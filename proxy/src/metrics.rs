@@ -34,6 +34,12 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Why a TLS connection to an engine failed: `backend::tls::Reason::what`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineTlsLabels {
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: String,
@@ -100,6 +106,7 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_info: Family<VersionLabels, Gauge>,
     pub tls: TlsMetrics,
+    pub engine_tls_failures: Family<EngineTlsLabels, Counter>,
 }
 
 const DOWNLOAD_PATHS: &[&str] = &["sendfile", "splice", "copy", "tls-copy"];
@@ -170,6 +177,12 @@ impl Default for Metrics {
             config_info.clone(),
         );
         let tls = TlsMetrics::register(&mut registry);
+        let engine_tls_failures = Family::default();
+        registry.register(
+            "engine_tls_failures",
+            "TLS connections to https engines that failed, by reason (certificate not trusted, name mismatch, expired, ...)",
+            engine_tls_failures.clone(),
+        );
         Metrics {
             tls,
             registry,
@@ -184,6 +197,7 @@ impl Default for Metrics {
             connections_open,
             config_reloads,
             config_info,
+            engine_tls_failures,
         }
     }
 }

@@ -3,7 +3,8 @@
 //! ```text
 //!   embedded default | --policies DIR (polled) | last known good (--state-dir)
 //!        -> manifests -> sluice_policy::compile -> ProxyConfig
-//!        -> Active (routes prepared: fs roots resolved, auth keys parsed)
+//!        -> Active (routes prepared: fs roots resolved, auth keys parsed,
+//!           each engine route given the client of its TLS setting)
 //!        -> ArcSwap: requests load an Arc<Active> once and keep it,
 //!           so a swap never changes the rules under an in-flight transfer
 //! ```
@@ -20,6 +21,7 @@ use sluice_policy::{Backend, NotAccepted, ProxyConfig, Route, UploadPolicy};
 use crate::auth::Authenticator;
 use crate::backend::Dest;
 use crate::backend::s3::S3Target;
+use crate::backend::tls::{Clients, EngineClient};
 use crate::backend::upstream::Origin;
 use crate::filters::Allowlists;
 use crate::metrics::{Metrics, ResultLabels, VersionLabels};
@@ -34,8 +36,15 @@ pub struct RouteRt {
     /// For s3 backends: bucket and credentials, ready to sign.
     pub s3: Option<Arc<S3Target>>,
     pub auth: Option<Authenticator>,
-    /// For http backends: where the fast path sends uploads (`upload::splice`, `upload::form`).
+    /// For http backends on plain http: where the fast path sends uploads
+    /// (`upload::splice`, `upload::form`). None for https engines: the raw
+    /// client hands sockets to splice(2), which cannot carry TLS.
     pub engine: Option<Arc<Engine>>,
+    /// The engine client of the backend's TLS setting (the default one for fs).
+    pub client: EngineClient,
+    /// The backend's https engine URLs: downloads from them go through hyper,
+    /// and /readyz reports the policy when every one fails its handshake.
+    pub tls_engines: Vec<http::Uri>,
     /// The upload rules' type and extension allowlists, parsed.
     pub allow: Allowlists,
 }
@@ -47,8 +56,51 @@ impl RouteRt {
             backend: &self.route.backend,
             fs_root: self.fs_root.as_deref(),
             s3: self.s3.as_ref(),
+            client: &self.client.http,
         }
     }
+
+    /// Downloads come from an https engine: the fast path (splice, raw
+    /// client) leaves them to hyper.
+    pub fn downloads_over_tls(&self) -> bool {
+        match &self.route.backend {
+            Backend::Fs { .. } => false,
+            Backend::Http { download_url, .. } => download_url.starts_with("https://"),
+            Backend::S3 { endpoint, .. } => endpoint.starts_with("https://"),
+        }
+    }
+
+    /// Why this route's engines cannot be reached, when every https engine
+    /// of it failed its last TLS handshake; asks for a new handshake with
+    /// each engine not known to be fine (at most every few seconds), so the
+    /// answer follows an engine that was fixed without waiting for traffic.
+    pub fn engine_failure(&self) -> Option<String> {
+        let mut reasons = Vec::new();
+        for u in &self.tls_engines {
+            match self.client.failure(u) {
+                Some(r) => {
+                    self.client.probe(u);
+                    reasons.push(format!("{}: {r}", redact(u)));
+                }
+                None => {
+                    if !self.client.seen(u) {
+                        self.client.probe(u);
+                    }
+                    return None;
+                }
+            }
+        }
+        (!reasons.is_empty()).then(|| reasons.join("; "))
+    }
+}
+
+/// scheme://authority of an engine URL (no path, no query: presigned URLs carry signatures).
+fn redact(u: &http::Uri) -> String {
+    format!(
+        "{}://{}",
+        u.scheme_str().unwrap_or("https"),
+        u.authority().map_or("", |a| a.as_str())
+    )
 }
 
 /// An http backend's upload URL, parsed once. Put mode: objects go to
@@ -62,15 +114,18 @@ pub struct Engine {
 pub struct Active {
     pub config: ProxyConfig,
     pub routes: Vec<Arc<RouteRt>>,
+    /// Some route reaches an https engine (else the fast path need not look).
+    pub any_tls_engine: bool,
 }
 
 impl Active {
     /// Prepares every route; refuses the whole config if one route cannot run, so a
     /// bad push never half-applies.
-    pub fn build(config: ProxyConfig, data_dir: &Path) -> Result<Self, String> {
+    pub fn build(config: ProxyConfig, data_dir: &Path, clients: &Clients) -> Result<Self, String> {
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
             let mut engine = None;
+            let mut tls_engines = Vec::new();
             let (fs_root, s3) = match &r.backend {
                 Backend::Fs { root } => {
                     // Drop "." components: create_dir_all refuses a path ending in one.
@@ -97,11 +152,15 @@ impl Active {
                              without spool, a file rejected or aborted mid-stream may be left partial on the engine"
                         );
                     }
-                    check_plain_http(url)
-                        .map_err(|e| format!("{}: backend.http.url: {e}", r.policy))?;
-                    check_plain_http(download_url)
-                        .map_err(|e| format!("{}: backend.http.downloadUrl: {e}", r.policy))?;
+                    for (field, u) in [("url", url), ("downloadUrl", download_url)] {
+                        let https = check_engine_url(u)
+                            .map_err(|e| format!("{}: backend.http.{field}: {e}", r.policy))?;
+                        if https && let Ok(u) = u.parse::<http::Uri>() {
+                            tls_engines.push(u);
+                        }
+                    }
                     if let Ok(u) = url.parse::<url::Url>()
+                        && u.scheme() == "http"
                         && let Ok(origin) = Origin::of(&u)
                     {
                         let path = match (mode, u.query()) {
@@ -129,8 +188,9 @@ impl Active {
                     path_style,
                     access_key_id,
                     secret_access_key,
+                    ..
                 } => {
-                    check_plain_http(endpoint)
+                    let https = check_engine_url(endpoint)
                         .map_err(|e| format!("{}: backend.s3.endpoint: {e}", r.policy))?;
                     let t = S3Target::new(
                         endpoint,
@@ -142,6 +202,10 @@ impl Active {
                         secret_access_key,
                     )
                     .map_err(|e| format!("{}: {e}", r.policy))?;
+                    // Virtual-host style: the engine's host carries the bucket.
+                    if https && let Ok(u) = t.bucket.base_url().as_str().parse::<http::Uri>() {
+                        tls_engines.push(u);
+                    }
                     (None, Some(Arc::new(t)))
                 }
             };
@@ -149,16 +213,44 @@ impl Active {
                 Some(a) => Some(Authenticator::new(a).map_err(|e| format!("{}: {e}", r.policy))?),
                 None => None,
             };
+            let client = clients
+                .get(r.backend.tls())
+                .map_err(|e| format!("{}: {e}", r.policy))?;
+            // url and downloadUrl on one engine: one handshake tells for both.
+            tls_engines.dedup_by(|a, b| a.authority() == b.authority());
             routes.push(Arc::new(RouteRt {
                 route: r.clone(),
                 fs_root,
                 s3,
                 auth,
                 engine,
+                client,
+                tls_engines,
                 allow: Allowlists::new(&r.upload.allowed_types, &r.upload.allowed_extensions),
             }));
         }
-        Ok(Self { config, routes })
+        clients.retain(
+            &config
+                .routes
+                .iter()
+                .filter_map(|r| r.backend.tls())
+                .collect(),
+        );
+        let any_tls_engine = routes.iter().any(|r| !r.tls_engines.is_empty());
+        Ok(Self {
+            config,
+            routes,
+            any_tls_engine,
+        })
+    }
+
+    /// The policies whose every https engine failed its last TLS handshake,
+    /// with why (`certificate not trusted`, `name mismatch`, `expired`...).
+    pub fn engines_failing(&self) -> Vec<(String, String)> {
+        self.routes
+            .iter()
+            .filter_map(|r| Some((r.route.policy.clone(), r.engine_failure()?)))
+            .collect()
     }
 
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<RouteRt>> {
@@ -166,16 +258,15 @@ impl Active {
     }
 }
 
-/// This build speaks plain HTTP to engines; an https URL is refused at load
-/// instead of failing on the first request.
-fn check_plain_http(url: &str) -> Result<(), String> {
+/// An engine URL: http or https, with a host. True for https.
+fn check_engine_url(url: &str) -> Result<bool, String> {
     let u: url::Url = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
     match u.scheme() {
-        "http" if u.host_str().is_some() => Ok(()),
-        "https" => Err(format!(
-            "{url:?}: https engines are not supported by this build yet; use http:// (e.g. a sidecar or in-cluster endpoint)"
+        "http" if u.host_str().is_some() => Ok(false),
+        "https" if u.host_str().is_some() => Ok(true),
+        _ => Err(format!(
+            "{url:?} is not an http:// or https:// URL with a host"
         )),
-        _ => Err(format!("{url:?} is not an http:// URL with a host")),
     }
 }
 
@@ -225,6 +316,13 @@ impl Current {
                 result: "applied".into(),
             })
             .inc();
+        // A first handshake with each https engine, so /readyz knows about
+        // an engine that fails before any request does.
+        for r in &active.routes {
+            for u in &r.tls_engines {
+                r.client.probe(u);
+            }
+        }
         self.active.store(Some(Arc::new(active)));
     }
 }

@@ -171,6 +171,11 @@ async fn connection(
                         serve_upload(&app, &mut stream, &mut buf, &mut scratch, visit, &req, plan)
                             .await
                     } else {
+                        // An https engine's bytes are copied by hyper's client: the
+                        // fast path (raw client, splice) leaves those downloads to hyper.
+                        if engine_over_tls(&app, &req) {
+                            break;
+                        }
                         buf.advance(n);
                         serve_fast(&app, &mut stream, &mut scratch, peer, &req).await
                     };
@@ -329,6 +334,15 @@ async fn read_head(
             _ = shutdown.changed(), if was_empty => return HeadRead::Closed,
         }
     }
+}
+
+/// Does the request's route download from an https engine?
+fn engine_over_tls(app: &App, req: &http1::Request) -> bool {
+    app.current.load().is_some_and(|a| {
+        a.any_tls_engine
+            && a.route(req.host.as_deref(), &req.path)
+                .is_some_and(|r| r.downloads_over_tls())
+    })
 }
 
 /// What a fast-path request presents at the gate.

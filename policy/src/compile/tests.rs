@@ -276,3 +276,141 @@ fn version_changes_with_content() {
     assert_ne!(a, b);
     assert_eq!(a, compile(&[policy("a", 0, FS)], NO_SECRETS).config.version);
 }
+
+/// A self-signed CA and a leaf it signed: (ca pem, leaf pem, leaf key pem, another key pem).
+fn tls_material() -> (String, String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["client.test".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    (
+        ca_cert.pem(),
+        leaf.pem(),
+        leaf_key.serialize_pem(),
+        KeyPair::generate().unwrap().serialize_pem(),
+    )
+}
+
+const HTTPS_TLS: &str = "pathPrefix: /e/\nbackend: {http: {url: \"https://engine.test:8443/dav\", tls: {caSecretRef: {name: ca, key: ca.crt}, clientCertSecretRef: {name: client}, serverName: storage.test}}}\n";
+
+#[test]
+fn engine_tls_compiles_with_its_pems() {
+    let (ca, crt, key, _) = tls_material();
+    let c = compile(
+        &[policy("a", 0, HTTPS_TLS)],
+        &[
+            secret("ca", &[("ca.crt", &ca)]),
+            secret("client", &[("tls.crt", &crt), ("tls.key", &key)]),
+        ],
+    );
+    assert_eq!(c.outcomes["ns/a"], Outcome::Accepted, "{:?}", c.outcomes);
+    let tls = c.config.routes[0].backend.tls().unwrap();
+    assert_eq!(tls.ca_pem.as_deref(), Some(ca.as_str()));
+    assert_eq!(tls.client_cert_pem.as_deref(), Some(crt.as_str()));
+    assert_eq!(tls.client_key_pem.as_deref(), Some(key.as_str()));
+    assert_eq!(tls.server_name.as_deref(), Some("storage.test"));
+
+    // s3 takes the same block.
+    let y = "pathPrefix: /s/\nbackend: {s3: {endpoint: \"https://s3.test\", bucket: b, credentialsSecret: {name: k}, tls: {caSecretRef: {name: ca, key: ca.crt}}}}\n";
+    let c = compile(
+        &[policy("s", 0, y)],
+        &[
+            secret("ca", &[("ca.crt", &ca)]),
+            secret("k", &[("accessKeyId", "a"), ("secretAccessKey", "b")]),
+        ],
+    );
+    assert_eq!(c.outcomes["ns/s"], Outcome::Accepted, "{:?}", c.outcomes);
+    assert!(c.config.routes[0].backend.tls().unwrap().ca_pem.is_some());
+}
+
+#[test]
+fn engine_tls_refusals() {
+    let (ca, crt, key, other_key) = tls_material();
+    let client = secret("client", &[("tls.crt", &crt), ("tls.key", &key)]);
+    let outcome = |spec: &str, secrets: &[Secret]| {
+        compile(&[policy("a", 0, spec)], secrets).outcomes["ns/a"].clone()
+    };
+
+    // Missing Secrets and keys: the usual SecretNotFound.
+    let o = outcome(HTTPS_TLS, std::slice::from_ref(&client));
+    assert_eq!(o.reason(), "SecretNotFound", "{o:?}");
+    let o = outcome(
+        HTTPS_TLS,
+        &[secret("ca", &[("other", &ca)]), client.clone()],
+    );
+    assert_eq!(o.reason(), "SecretNotFound", "{o:?}");
+    assert!(o.message().contains("ca.crt"), "{o:?}");
+    let o = outcome(
+        HTTPS_TLS,
+        &[
+            secret("ca", &[("ca.crt", &ca)]),
+            secret("client", &[("tls.crt", &crt)]),
+        ],
+    );
+    assert_eq!(o.reason(), "SecretNotFound", "{o:?}");
+    assert!(o.message().contains("tls.key"), "{o:?}");
+
+    // A bundle that is not PEM, or whose body is not a certificate.
+    for bad in [
+        "hello",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ] {
+        let o = outcome(
+            HTTPS_TLS,
+            &[secret("ca", &[("ca.crt", bad)]), client.clone()],
+        );
+        assert_eq!(o.reason(), "Invalid", "{bad}: {o:?}");
+        assert!(
+            o.message()
+                .contains("backend.http.tls: caSecretRef ca/ca.crt"),
+            "{o:?}"
+        );
+    }
+
+    // A key that is not the certificate's.
+    let o = outcome(
+        HTTPS_TLS,
+        &[
+            secret("ca", &[("ca.crt", &ca)]),
+            secret("client", &[("tls.crt", &crt), ("tls.key", &other_key)]),
+        ],
+    );
+    assert_eq!(o.reason(), "Invalid", "{o:?}");
+    assert!(
+        o.message()
+            .contains("tls.key does not match the certificate"),
+        "{o:?}"
+    );
+
+    // tls on a plain http engine.
+    let o = outcome(
+        "pathPrefix: /e/\nbackend: {http: {url: \"http://engine.test/dav\", tls: {serverName: x.test}}}\n",
+        &[],
+    );
+    assert_eq!(o.reason(), "Invalid", "{o:?}");
+    assert!(o.message().contains("applies only to https://"), "{o:?}");
+    let o = outcome(
+        "pathPrefix: /e/\nbackend: {s3: {endpoint: \"http://s3.test\", bucket: b, credentialsSecret: {name: k}, tls: {serverName: x.test}}}\n",
+        &[secret(
+            "k",
+            &[("accessKeyId", "a"), ("secretAccessKey", "b")],
+        )],
+    );
+    assert_eq!(o.reason(), "Invalid", "{o:?}");
+    assert!(o.message().contains("backend.s3.tls"), "{o:?}");
+
+    // A server name that is neither a DNS name nor an address.
+    let o = outcome(
+        "pathPrefix: /e/\nbackend: {http: {url: \"https://engine.test/dav\", tls: {serverName: \"not a name\"}}}\n",
+        &[],
+    );
+    assert_eq!(o.reason(), "Invalid", "{o:?}");
+    assert!(o.message().contains("serverName"), "{o:?}");
+}

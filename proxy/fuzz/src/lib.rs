@@ -53,7 +53,17 @@ pub fn build_sandboxed(mut cfg: ProxyConfig) -> Result<(), String> {
         }
     }
     let dir = data_dir();
-    let built = Active::build(cfg, dir).map(drop);
+    // Empty roots: building a client must not depend on the machine's trust store.
+    static CLIENTS: std::sync::OnceLock<sluice_proxy::backend::tls::Clients> =
+        std::sync::OnceLock::new();
+    let clients = CLIENTS.get_or_init(|| {
+        sluice_proxy::backend::tls::Clients::new(
+            std::sync::Arc::new(sluice_proxy::backend::tls::RootCertStore::empty()),
+            std::time::Duration::from_secs(1),
+            Default::default(),
+        )
+    });
+    let built = Active::build(cfg, dir, clients).map(drop);
     if dir.exists() {
         std::fs::remove_dir_all(dir).expect("scratch data dir is removable");
     }

@@ -9,7 +9,8 @@
 //!   spool       -> memory up to `memory`, then a temp file up to `disk`,
 //!                  sent with Content-Length once the part is complete
 //! ```
-//! Connections to an engine are pooled and kept alive by hyper-util's client.
+//! Connections to an engine are pooled and kept alive by hyper-util's client,
+//! over TLS for https engines (`tls`: one client per TLS setting).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,8 +25,6 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 use sluice_policy::{HttpMode, config::Spool};
@@ -38,7 +37,7 @@ use super::{Undo, Written};
 use crate::error::Reject;
 
 pub type OutBody = UnsyncBoxBody<Bytes, io::Error>;
-pub type Client = hyper_util::client::legacy::Client<HttpConnector, OutBody>;
+pub use super::tls::Client;
 
 /// Characters escaped in a key's path segments (RFC 3986 pchar, minus what needs escaping).
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -72,15 +71,6 @@ pub fn push_encoded_key(out: &mut String, key: &str) {
         }
         out.extend(utf8_percent_encode(s, SEGMENT));
     }
-}
-
-pub fn client(connect_timeout: Duration) -> Client {
-    let mut c = HttpConnector::new();
-    c.set_connect_timeout(Some(connect_timeout));
-    c.set_nodelay(true);
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(c)
 }
 
 pub fn empty_body() -> OutBody {
@@ -144,7 +134,7 @@ pub async fn exchange(
         Err(_) => Err(Reject::BackendTimeout(what)),
         Ok(Err(e)) => Err(Reject::Backend {
             status: None,
-            message: format!("{what}: {}", error_chain(&e)),
+            message: format!("{what}: {}", super::tls::explain(&e)),
         }),
         Ok(Ok(resp)) => Ok(resp),
     }
@@ -199,7 +189,7 @@ fn redact(uri: &http::Uri) -> String {
     )
 }
 
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -350,7 +340,7 @@ impl HttpPart {
                     let answer = async {
                         client2.request(req).await.map_err(|e| Reject::Backend {
                             status: None,
-                            message: format!("{what}: {}", error_chain(&e)),
+                            message: format!("{what}: {}", super::tls::explain(&e)),
                         })
                     };
                     let expired = async {

@@ -12,11 +12,15 @@
 //!   engine has a delete (fs, http put, s3).
 //! ```
 //! `upstream` is the raw HTTP/1.1 client of the splice paths: pooled
-//! keep-alive sockets to engines, handed to splice(2) once a head is read.
+//! keep-alive sockets to plain-http engines, handed to splice(2) once a head
+//! is read. `tls` makes the hyper clients https engines are reached with
+//! (userspace TLS: their bytes are copied, never spliced, so the splice paths
+//! leave https engines to hyper).
 
 pub mod fs;
 pub mod http;
 pub mod s3;
+pub mod tls;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};
@@ -36,7 +40,8 @@ pub struct Written {
 
 /// Shared clients and pools of the remote backends.
 pub struct Remotes {
-    pub client: http::Client,
+    /// The engine clients: the default one and one per TLS setting in use.
+    pub engines: tls::Clients,
     pub parts: Arc<s3::PartPool>,
     pub connect_timeout: Duration,
     /// Longest wait for an engine's answer.
@@ -126,6 +131,8 @@ pub struct Dest<'a> {
     pub fs_root: Option<&'a Path>,
     /// s3: bucket and credentials, ready to sign.
     pub s3: Option<&'a Arc<s3::S3Target>>,
+    /// http, s3: the client for the engine's TLS setting.
+    pub client: &'a http::Client,
 }
 
 /// What an object is, for the backend to open it.
@@ -156,7 +163,7 @@ impl Part {
                 spool,
                 ..
             } => Ok(Part::Http(Box::new(http::HttpPart::create(
-                &remotes.client,
+                dest.client,
                 &http::Target {
                     url,
                     mode: *mode,
@@ -178,6 +185,7 @@ impl Part {
                     .ok_or_else(|| Reject::Storage("s3 route without a bucket".into()))?;
                 Ok(Part::S3(Box::new(s3::S3Part::new(
                     target,
+                    dest.client,
                     remotes,
                     o.key,
                     o.content_type,

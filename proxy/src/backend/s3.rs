@@ -178,6 +178,7 @@ pub struct S3Part {
 impl S3Part {
     pub fn new(
         t: Arc<S3Target>,
+        client: &Client,
         remotes: &Remotes,
         key: &str,
         content_type: &str,
@@ -187,7 +188,7 @@ impl S3Part {
         Self {
             object: t.object(key),
             t,
-            client: remotes.client.clone(),
+            client: client.clone(),
             pool: remotes.parts.clone(),
             timeout: remotes.timeout,
             content_type: content_type.to_string(),

@@ -8,8 +8,9 @@
 //!        splice(2) engine socket -> pooled pipe -> client socket
 //!     otherwise -> copy through a pooled buffer (chunked framing tracked so
 //!        the engine connection can be reused)
-//!   hyper path (HTTP/2, HTTP/1.0, --no-splice is not needed here): hyper client,
-//!     body streamed through
+//!   hyper path (HTTP/2, HTTP/1.0, and every https engine: its TLS stream
+//!     cannot be spliced, so `server` leaves those to hyper): the route's
+//!     hyper client, body streamed through (metrics path "copy")
 //! ```
 //! Either way the byte count is checked against the engine's Content-Length:
 //! a short body is an error and the client connection is closed, never a
@@ -29,7 +30,7 @@ use tokio::net::TcpStream;
 
 use super::semantics::RequestHeaders;
 use crate::app::App;
-use crate::backend::http::{empty_body, encode_key, exchange};
+use crate::backend::http::{empty_body, encode_key, exchange, expect_success};
 use crate::backend::upstream::{self, Framing, Upstream};
 use crate::body::Body;
 use crate::error::Reject;
@@ -139,7 +140,20 @@ pub async fn via_hyper(
     let req = req
         .body(empty_body())
         .map_err(|e| Reject::Storage(format!("engine request: {e}")))?;
-    let resp = exchange(&app.remotes.client, req, app.remotes.timeout).await?;
+    let resp = exchange(&route.client.http, req, app.remotes.timeout).await?;
+    if !matches!(resp.status().as_u16(), 200 | 206 | 304 | 404 | 412 | 416) {
+        // The engine's own words (an https engine refusing a client certificate
+        // answers 400 with why) make the 502 something a person can act on.
+        // Not the query: a presigned URL carries its signature there.
+        let what = format!("GET {}", &url[..url::Position::AfterPath]);
+        return Err(expect_success(resp, &what)
+            .await
+            .err()
+            .unwrap_or_else(|| Reject::Backend {
+                status: None,
+                message: format!("{what}: unexpected answer"),
+            }));
+    }
     check_status(
         resp.status().as_u16(),
         resp.headers().get("content-range").map(|v| v.as_bytes()),

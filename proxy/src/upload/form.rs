@@ -588,7 +588,7 @@ impl Driver<'_> {
                 prefix = None;
                 suffix = None;
                 undo = Some(Undo::HttpDelete {
-                    client: self.app.remotes.client.clone(),
+                    client: self.plan.route.client.http.clone(),
                     uri: format!("{url}/{}", encode_key(&key)),
                     headers: extra.clone(),
                 });

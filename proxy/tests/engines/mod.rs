@@ -274,3 +274,99 @@ fn is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// TLS for an nginx engine: its certificate chain and key (PEM), and, for
+/// mTLS, the CA its clients' certificates must chain to.
+#[derive(Clone)]
+pub struct TlsEngine {
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub client_ca_pem: Option<String>,
+    /// With `client_ca_pem`: refuse a client without a certificate in the
+    /// handshake (a TLS alert, as Go and Java servers do) instead of nginx's
+    /// `400 No required SSL certificate was sent`.
+    pub require_in_handshake: bool,
+}
+
+impl Engine {
+    pub fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+}
+
+/// nginx speaking TLS (1.2 and 1.3): a WebDAV engine like `nginx()`, or with
+/// `upstream` a TLS front for a plain engine on that port (as for s3s-fs: the
+/// Host header kept, so SigV4 signatures still verify; bodies streamed both
+/// ways, no size limit).
+pub fn nginx_tls(tls: TlsEngine, upstream: Option<u16>) -> Engine {
+    let bin = which("nginx", "apt-get install nginx (./scripts/test does it)");
+    Engine::start(
+        "nginx-tls",
+        Box::new(move |dir: &Path, port: u16, log: &Path| {
+            std::fs::create_dir_all(dir.join("body-temp")).expect("nginx temp dir");
+            std::fs::write(dir.join("engine.crt"), &tls.chain_pem).expect("engine.crt");
+            std::fs::write(dir.join("engine.key"), &tls.key_pem).expect("engine.key");
+            let client_auth = match &tls.client_ca_pem {
+                Some(ca) => {
+                    std::fs::write(dir.join("client-ca.crt"), ca).expect("client-ca.crt");
+                    format!(
+                        "ssl_verify_client on;\n    ssl_client_certificate {}/client-ca.crt;\n    {}",
+                        dir.display(),
+                        if tls.require_in_handshake {
+                            "ssl_conf_command VerifyMode Peer,Require;"
+                        } else {
+                            ""
+                        }
+                    )
+                }
+                None => String::new(),
+            };
+            let location = match upstream {
+                None => "dav_methods PUT DELETE MKCOL;\n      create_full_put_path on;\n      dav_access user:rw group:r all:r;".to_string(),
+                Some(up) => format!(
+                    "proxy_pass http://127.0.0.1:{up};\n      proxy_http_version 1.1;\n      proxy_set_header Host $http_host;\n      proxy_set_header Connection \"\";\n      proxy_request_buffering off;\n      proxy_buffering off;"
+                ),
+            };
+            let user = if is_root() { "user root;" } else { "" };
+            let conf = format!(
+                r#"{user}
+worker_processes 1;
+master_process off;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body-temp;
+  proxy_temp_path {dir}/body-temp;
+  client_max_body_size 0;
+  sendfile on;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {dir}/engine.crt;
+    ssl_certificate_key {dir}/engine.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    {client_auth}
+    root {dir}/root;
+    location / {{
+      {location}
+    }}
+  }}
+}}
+"#,
+                dir = dir.display()
+            );
+            let conf_path = dir.join("nginx.conf");
+            std::fs::write(&conf_path, conf).expect("nginx.conf");
+            logged(
+                Command::new(&bin)
+                    .arg("-e")
+                    .arg(dir.join("error.log"))
+                    .arg("-c")
+                    .arg(&conf_path),
+                log,
+            )
+        }),
+    )
+}
