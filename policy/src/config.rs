@@ -57,9 +57,24 @@ pub enum Backend {
         region: String,
         key_prefix: String,
         path_style: bool,
+        credentials: S3Credentials,
+    },
+}
+
+/// Where an S3 route's signing keys come from. In JSON: `"credentials":
+/// {"static": {"access_key_id": ..., "secret_access_key": ...}}` or
+/// `"credentials": "chain"`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum S3Credentials {
+    /// Long-lived keys read from the policy's `credentialsSecret`.
+    Static {
         access_key_id: String,
         secret_access_key: String,
     },
+    /// The proxy's own AWS credential chain (environment, web identity,
+    /// container credentials, instance metadata): the policy names no Secret.
+    Chain,
 }
 
 impl Backend {

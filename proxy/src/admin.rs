@@ -1,7 +1,7 @@
 //! The admin port: `/metrics` (Prometheus text), `/healthz` (the process
-//! runs), `/readyz` (a configuration is loaded and being served, and which
-//! documents of the policies folder were left out of it, and why), and the
-//! operator's push API:
+//! runs), `/readyz` (a configuration is loaded and being served, which
+//! documents of the policies folder were left out of it, and which policies
+//! cannot serve now, with why: `notReady`), and the operator's push API:
 //!
 //! ```text
 //!   PUT /v1/config          ProxyConfig JSON -> build, swap, persist -> {"version"}
@@ -92,14 +92,19 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
             app.metrics.encode(),
         ),
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" => match app.current.version() {
-            Some(v) => reply(
+        "/readyz" => match app.current.load() {
+            // Ready while any policy can serve; those that cannot now (an S3
+            // route without credentials) are listed, as are documents left out.
+            Some(active) => reply(
                 StatusCode::OK,
                 "application/json",
                 serde_json::json!({
                     "ready": true,
-                    "configVersion": v,
+                    "configVersion": active.config.version,
                     "notAccepted": *app.current.not_accepted(),
+                    "notReady": active.not_ready().into_iter()
+                        .map(|(policy, reason)| serde_json::json!({"policy": policy, "reason": reason}))
+                        .collect::<Vec<_>>(),
                 })
                 .to_string(),
             ),

@@ -35,6 +35,14 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabels {
+    /// `environment`, `web_identity`, `container`, `imds`, or `none` (no source configured).
+    pub source: &'static str,
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: String,
 }
@@ -99,6 +107,9 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_info: Family<VersionLabels, Gauge>,
+    pub s3_credentials_refresh: Family<CredentialLabels, Counter>,
+    /// Unix time the chain's current S3 keys expire (0: none, or keys that do not expire).
+    pub s3_credentials_expiry: Gauge,
 }
 
 const DOWNLOAD_PATHS: &[&str] = &["sendfile", "splice", "copy"];
@@ -168,6 +179,20 @@ impl Default for Metrics {
             "The configuration version being served (value 1)",
             config_info.clone(),
         );
+        let s3_credentials_refresh = Family::default();
+        registry.register(
+            "s3_credentials_refresh",
+            "Loads of S3 credentials from the AWS credential chain, by source and result",
+            s3_credentials_refresh.clone(),
+        );
+        let s3_credentials_expiry = Gauge::default();
+        // A timestamp rather than "seconds left", which would be stale between loads:
+        // alert on `sluice_s3_credentials_expiry_timestamp_seconds - time() < 300`.
+        registry.register(
+            "s3_credentials_expiry_timestamp_seconds",
+            "Unix time the AWS credential chain's current S3 keys expire (0: none loaded, or keys without expiry)",
+            s3_credentials_expiry.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -181,6 +206,8 @@ impl Default for Metrics {
             connections_open,
             config_reloads,
             config_info,
+            s3_credentials_refresh,
+            s3_credentials_expiry,
         }
     }
 }

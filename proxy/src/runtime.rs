@@ -15,11 +15,12 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
 use sluice_policy::load::Ignored;
-use sluice_policy::{Backend, NotAccepted, ProxyConfig, Route, UploadPolicy};
+use sluice_policy::{Backend, NotAccepted, ProxyConfig, Route, S3Credentials, UploadPolicy};
 
 use crate::auth::Authenticator;
 use crate::backend::Dest;
-use crate::backend::s3::S3Target;
+use crate::backend::credentials::Chain;
+use crate::backend::s3::{Keys, S3Target};
 use crate::backend::upstream::Origin;
 use crate::filters::Allowlists;
 use crate::metrics::{Metrics, ResultLabels, VersionLabels};
@@ -66,8 +67,9 @@ pub struct Active {
 
 impl Active {
     /// Prepares every route; refuses the whole config if one route cannot run, so a
-    /// bad push never half-applies.
-    pub fn build(config: ProxyConfig, data_dir: &Path) -> Result<Self, String> {
+    /// bad push never half-applies. S3 routes without static keys sign with
+    /// `chain`'s (its loading starts with the first of them).
+    pub fn build(config: ProxyConfig, data_dir: &Path, chain: &Arc<Chain>) -> Result<Self, String> {
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
             let mut engine = None;
@@ -127,21 +129,22 @@ impl Active {
                     region,
                     key_prefix,
                     path_style,
-                    access_key_id,
-                    secret_access_key,
+                    credentials,
                 } => {
                     check_plain_http(endpoint)
                         .map_err(|e| format!("{}: backend.s3.endpoint: {e}", r.policy))?;
-                    let t = S3Target::new(
-                        endpoint,
-                        bucket,
-                        region,
-                        key_prefix,
-                        *path_style,
-                        access_key_id,
-                        secret_access_key,
-                    )
-                    .map_err(|e| format!("{}: {e}", r.policy))?;
+                    let keys = match credentials {
+                        S3Credentials::Static {
+                            access_key_id,
+                            secret_access_key,
+                        } => Keys::Static(rusty_s3::Credentials::new(
+                            access_key_id.clone(),
+                            secret_access_key.clone(),
+                        )),
+                        S3Credentials::Chain => Keys::Chain(chain.clone()),
+                    };
+                    let t = S3Target::new(endpoint, bucket, region, key_prefix, *path_style, keys)
+                        .map_err(|e| format!("{}: {e}", r.policy))?;
                     (None, Some(Arc::new(t)))
                 }
             };
@@ -163,6 +166,22 @@ impl Active {
 
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<RouteRt>> {
         self.config.route_index(host, path).map(|i| &self.routes[i])
+    }
+
+    /// Policies that cannot serve now and why, for /readyz: S3 routes whose
+    /// credential chain has no valid keys.
+    pub fn not_ready(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for r in &self.routes {
+            if let Some(t) = &r.s3
+                && let Keys::Chain(c) = &t.keys
+                && let Some(why) = c.problem()
+                && !out.iter().any(|(p, _)| *p == r.route.policy)
+            {
+                out.push((r.route.policy.clone(), why));
+            }
+        }
+        out
     }
 }
 

@@ -13,7 +13,10 @@
 //! ```
 //! `upstream` is the raw HTTP/1.1 client of the splice paths: pooled
 //! keep-alive sockets to engines, handed to splice(2) once a head is read.
+//! `credentials` hands the S3 signer fresh keys when a policy names no Secret
+//! (the AWS credential chain: environment, web identity, container, IMDSv2).
 
+pub mod credentials;
 pub mod fs;
 pub mod http;
 pub mod s3;
@@ -38,6 +41,8 @@ pub struct Written {
 pub struct Remotes {
     pub client: http::Client,
     pub parts: Arc<s3::PartPool>,
+    /// The AWS credential chain, shared by every S3 route without static keys.
+    pub credentials: Arc<credentials::Chain>,
     pub connect_timeout: Duration,
     /// Longest wait for an engine's answer.
     pub timeout: Duration,
