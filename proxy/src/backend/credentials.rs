@@ -338,6 +338,14 @@ impl Chain {
         }
     }
 
+    fn usable(&self) -> bool {
+        self.state
+            .load()
+            .loaded
+            .as_ref()
+            .is_some_and(|l| l.usable(SystemTime::now()))
+    }
+
     /// For /readyz: why requests would fail now, if they would.
     pub fn problem(&self) -> Option<String> {
         let st = self.state.load();
@@ -397,9 +405,13 @@ impl Chain {
                     backoff = FIRST_RETRY;
                     // Keys without expiry (the environment's) never change in this process.
                     let Some(next) = next else { return };
-                    tokio::select! {
-                        _ = tokio::time::sleep(next) => {}
-                        _ = self.kick.notified() => {}
+                    let until = tokio::time::Instant::now() + next;
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(until) => break,
+                            // A kick left from before this load is stale while the keys are valid.
+                            _ = self.kick.notified() => if !self.usable() { break },
+                        }
                     }
                 }
                 Err((source, e)) => {
