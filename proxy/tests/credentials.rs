@@ -17,8 +17,10 @@
 //! token file's content as WebIdentityToken or Authorization). The S3 gate
 //! in front of s3s-fs plays AWS's part of refusing a session token it did not
 //! issue or that has expired; s3s-fs checks the signature, which covers the
-//! token in the presigned query. s3s-fs missing fails these tests: they
-//! never skip.
+//! token in the presigned query (`the_gate_and_s3s_fs_refuse_what_aws_would`
+//! shows both bite). One STS stand-in speaks TLS with a test CA, so the
+//! chain's HTTPS client and its platform roots are exercised too. s3s-fs or
+//! openssl missing fails these tests: they never skip.
 
 mod common;
 mod engines;
@@ -72,25 +74,96 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = http::Response<Body>> + Send + 'static,
 {
+    serve_on(rt, None, handler)
+}
+
+/// `serve`, over TLS when given an acceptor.
+fn serve_on<F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: F,
+) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = http::Response<Body>> + Send + 'static,
+{
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("stand-in port");
     let addr = listener.local_addr().expect("stand-in addr");
     rt.spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
-            let h = handler.clone();
+            let (h, tls) = (handler.clone(), tls.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let h = h.clone();
                     async move { Ok::<_, Infallible>(h(req).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
+                let conn = hyper::server::conn::http1::Builder::new();
+                let _ = match tls {
+                    None => conn.serve_connection(TokioIo::new(s), svc).await,
+                    Some(a) => match a.accept(s).await {
+                        Ok(t) => conn.serve_connection(TokioIo::new(t), svc).await,
+                        Err(e) => {
+                            eprintln!("stand-in TLS handshake: {e}");
+                            return;
+                        }
+                    },
+                };
             });
         }
     });
     addr
+}
+
+/// A test CA (`ca.pem`) and a server certificate it signed for localhost and
+/// 127.0.0.1 (`server.pem`, `server.key`), made with the openssl CLI.
+fn test_pki(dir: &std::path::Path) -> (PathBuf, tokio_rustls::TlsAcceptor) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let f = |n: &str| dir.join(n);
+    let p = |n: &str| path_str(&dir.join(n)).to_string();
+    let (ca_key, ca_pem, key, csr, cert, ext) = (
+        p("ca.key"),
+        p("ca.pem"),
+        p("server.key"),
+        p("server.csr"),
+        p("server.pem"),
+        p("ext.cnf"),
+    );
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let run = |args: String| openssl(&args.split(' ').collect::<Vec<_>>());
+    run(format!(
+        "req -x509 {ec} -keyout {ca_key} -out {ca_pem} -days 2 -subj /CN=sluice-test-CA"
+    ));
+    run(format!(
+        "req {ec} -keyout {key} -out {csr} -subj /CN=localhost"
+    ));
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext.cnf");
+    run(format!(
+        "x509 -req -in {csr} -CA {ca_pem} -CAkey {ca_key} -CAcreateserial -days 2 -out {cert} -extfile {ext}"
+    ));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(f("server.pem"))
+        .expect("server.pem")
+        .collect::<Result<_, _>>()
+        .expect("server.pem certificates");
+    let key = PrivateKeyDer::from_pem_file(f("server.key")).expect("server.key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server certificate");
+    (
+        f("ca.pem"),
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    )
 }
 
 /// Session credentials handed out by a stand-in: s3s-fs's keys, a new token each time.
@@ -189,10 +262,21 @@ struct Sts {
 
 impl Sts {
     fn start(rt: &tokio::runtime::Runtime, issuer: Arc<Issuer>, token_file: PathBuf) -> Sts {
+        Self::start_on(rt, None, issuer, token_file)
+    }
+
+    /// `start`, over TLS when given an acceptor: `https://localhost:{port}`.
+    fn start_on(
+        rt: &tokio::runtime::Runtime,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        issuer: Arc<Issuer>,
+        token_file: PathBuf,
+    ) -> Sts {
+        let https = tls.is_some();
         let tokens = Arc::new(Mutex::new(Vec::new()));
         let deny = Arc::new(AtomicBool::new(false));
         let (i, t, d) = (issuer, tokens.clone(), deny.clone());
-        let addr = serve(rt, move |req| {
+        let addr = serve_on(rt, tls, move |req| {
             let (issuer, tokens, deny, token_file) =
                 (i.clone(), t.clone(), d.clone(), token_file.clone());
             async move {
@@ -270,7 +354,11 @@ impl Sts {
             }
         });
         Sts {
-            url: format!("http://{addr}"),
+            url: if https {
+                format!("https://localhost:{}", addr.port())
+            } else {
+                format!("http://{addr}")
+            },
             tokens,
             deny,
         }
@@ -884,4 +972,98 @@ fn a_configured_source_that_fails_stops_the_chain_and_recovers() {
     assert_created_one(&last.lock().expect("last"), "recovered.bin", &data);
     assert_eq!(issuer.count(), 1);
     assert_eq!(puts.load(Ordering::SeqCst), 0, "IMDS was never asked");
+}
+
+/// The chain's HTTPS: STS over TLS, its certificate checked against the
+/// platform's roots (rustls-native-certs, which honours SSL_CERT_FILE as
+/// OpenSSL does): trusted, the keys load; not trusted, a 502 that says so.
+#[test]
+fn web_identity_over_https_checks_the_certificate_against_the_platform_roots() {
+    let rt = runtime();
+    let s3 = engines::s3();
+    let dir = tempfile::tempdir().expect("dir");
+    let (ca, acceptor) = test_pki(dir.path());
+    let token_file = dir.path().join("token");
+    write(&token_file, "eyJ.tls.sig");
+    let issuer = Issuer::new(Duration::from_secs(3600));
+    let sts = Sts::start_on(&rt, Some(acceptor), issuer.clone(), token_file.clone());
+    assert!(sts.url.starts_with("https://localhost:"), "{}", sts.url);
+    let gate = S3Gate::start(&rt, &s3, Some(issuer.clone()));
+    let env = |roots: &str| {
+        vec![
+            ("AWS_ROLE_ARN", ROLE_ARN.to_string()),
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                path_str(&token_file).to_string(),
+            ),
+            ("AWS_ENDPOINT_URL_STS", sts.url.clone()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+            ("SSL_CERT_FILE", roots.to_string()),
+        ]
+    };
+    let start = |env: Vec<(&str, String)>| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Proxy::start_with_env(Some(&policy(&gate)), &[], &env)
+    };
+
+    let p = start(env(path_str(&ca)));
+    round_trip(&p, &s3, "tls.bin", &random_bytes(4000, 8));
+    all_signed_with_issued_tokens(&gate, &issuer, 3);
+    assert_eq!(sts.tokens(), ["eyJ.tls.sig"]);
+    drop(p);
+
+    // The system's roots do not include the test CA: refused, and said so.
+    let p = start(env("/etc/ssl/certs/ca-certificates.crt"));
+    let msg = assert_reject(&put(&p, "/s3/untrusted.bin", b"x"), 502, "backend_error");
+    assert!(
+        msg.contains("web_identity") && msg.to_ascii_lowercase().contains("certificate"),
+        "{msg}"
+    );
+    assert_eq!(sts.tokens().len(), 1, "no request got past the handshake");
+}
+
+/// The checks the other tests lean on, shown to bite: the gate refuses a
+/// session token it did not issue or that has expired, and s3s-fs refuses a
+/// presigned URL whose token was changed after signing.
+#[test]
+fn the_gate_and_s3s_fs_refuse_what_aws_would() {
+    let rt = runtime();
+    let s3 = engines::s3();
+    let issuer = Issuer::new(Duration::from_secs(1));
+    let gate = S3Gate::start(&rt, &s3, Some(issuer.clone()));
+    let (token, _) = issuer.issue("control");
+    let sign = |endpoint: &str, token: &str| {
+        let bucket = rusty_s3::Bucket::new(
+            endpoint.parse().expect("url"),
+            rusty_s3::UrlStyle::Path,
+            S3_BUCKET,
+            "us-east-1",
+        )
+        .expect("bucket");
+        let creds = rusty_s3::Credentials::new_with_token(S3_ACCESS, S3_SECRET, token);
+        use rusty_s3::S3Action;
+        bucket
+            .list_objects_v2(Some(&creds))
+            .sign(Duration::from_secs(60))
+            .to_string()
+    };
+    // Issued and fresh: through the gate, and s3s-fs takes the signature.
+    let ok = curl(&[&sign(&gate.url, &token)]);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    // Never issued: the gate refuses.
+    let r = curl(&[&sign(&gate.url, "forged-token")]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    // Signed, then the token swapped in the URL: s3s-fs refuses the signature.
+    let url = sign(&s3.url(), &token).replace(&token, "other-token");
+    let r = curl(&[&url]);
+    assert_eq!(r.status, 403, "s3s-fs took a changed token: {}", r.text());
+    // Expired: the gate refuses.
+    wait_until(
+        Duration::from_secs(5),
+        || issuer.refuse(&token).is_some(),
+        || "the token did not expire".into(),
+    );
+    let r = curl(&[&sign(&gate.url, &token)]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(gate.refused().len(), 2, "{:?}", gate.refused());
 }
