@@ -118,6 +118,7 @@ where
 
 /// A test CA (`ca.pem`) and a server certificate it signed for localhost and
 /// 127.0.0.1 (`server.pem`, `server.key`), made with the openssl CLI.
+#[allow(deprecated)] // rustls 0.23.48's ring provider: see backend::credentials::https_client
 fn test_pki(dir: &std::path::Path) -> (PathBuf, tokio_rustls::TlsAcceptor) {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};

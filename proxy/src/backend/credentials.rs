@@ -993,6 +993,9 @@ async fn send(
 
 /// http and https, HTTP/1.1, certificates checked against the platform's
 /// root store (what the SDKs use on Linux: the image's CA bundle).
+// rustls 0.23.48 deprecates its ring provider (no post-quantum key exchange);
+// ring stays the choice here: aws-lc-rs's C build needs cmake and is slow.
+#[allow(deprecated)]
 fn https_client() -> Result<HttpsClient, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
