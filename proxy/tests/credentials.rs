@@ -174,6 +174,8 @@ struct Issuer {
     issued: Mutex<Vec<(String, SystemTime)>>,
     /// What a stand-in found wrong in a request it was sent.
     problems: Mutex<Vec<String>>,
+    /// The container endpoint answers 500 while set (an agent outage).
+    down: AtomicBool,
 }
 
 impl Issuer {
@@ -182,6 +184,7 @@ impl Issuer {
             lifetime,
             issued: Mutex::new(Vec::new()),
             problems: Mutex::new(Vec::new()),
+            down: AtomicBool::new(false),
         })
     }
 
@@ -405,6 +408,13 @@ fn container_endpoint(
                     StatusCode::UNAUTHORIZED,
                     "application/json",
                     r#"{"message":"invalid authorization token"}"#,
+                );
+            }
+            if issuer.down.load(Ordering::SeqCst) {
+                return full(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "application/json",
+                    r#"{"message":"agent unavailable"}"#,
                 );
             }
             let (token, exp) = issuer.issue("pod-identity");
@@ -1067,4 +1077,85 @@ fn the_gate_and_s3s_fs_refuse_what_aws_would() {
     let r = curl(&[&sign(&gate.url, &token)]);
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(gate.refused().len(), 2, "{:?}", gate.refused());
+}
+
+/// A refresh that fails keeps the keys in hand serving until they expire,
+/// never past; then requests get 502 saying so, and the next successful
+/// retry brings them back.
+#[test]
+fn failed_refreshes_serve_the_keys_in_hand_until_they_expire_then_502() {
+    let rt = runtime();
+    let s3 = engines::s3();
+    let dir = tempfile::tempdir().expect("dir");
+    let token_file = dir.path().join("token");
+    write(&token_file, "eks-pod-identity-token");
+    // 11-12 s keys: refreshed after about 6 s, unusable 3 s before they expire.
+    let issuer = Issuer::new(Duration::from_secs(12));
+    let uri = container_endpoint(&rt, issuer.clone(), token_file.clone());
+    let gate = S3Gate::start(&rt, &s3, Some(issuer.clone()));
+    let p = Proxy::start_with_env(
+        Some(&policy(&gate)),
+        &[],
+        &[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                path_str(&token_file),
+            ),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    let data = random_bytes(3000, 9);
+    assert_created_one(&put(&p, "/s3/before.bin", &data), "before.bin", &data);
+    issuer.down.store(true, Ordering::SeqCst);
+
+    // The refresh fails: the keys in hand still serve.
+    let failed_while_valid = |l: &serde_json::Value| {
+        l["message"] == "loading S3 credentials failed" && l["serving_keys_from"] == "container"
+    };
+    wait_until(
+        Duration::from_secs(15),
+        || p.log_json().iter().any(failed_while_valid),
+        || p.logs_text(),
+    );
+    assert_created_one(&put(&p, "/s3/during.bin", &data), "during.bin", &data);
+
+    // Then they expire: 502, saying so, and nothing signed with them reaches S3.
+    let last = Mutex::new(Response::default());
+    wait_until(
+        Duration::from_secs(15),
+        || {
+            let r = put(&p, "/s3/after.bin", &data);
+            let refused = r.status == 502;
+            *last.lock().expect("last") = r;
+            refused
+        },
+        || p.logs_text(),
+    );
+    let msg = assert_reject(&last.lock().expect("last"), 502, "backend_error");
+    assert!(
+        msg.contains("expired at") && msg.contains("refreshing them failed") && msg.contains("500"),
+        "{msg}"
+    );
+    let v = p.admin_get("/readyz").json();
+    assert_eq!(v["notReady"][0]["policy"], "default/s3", "{v}");
+    assert!(
+        p.metric(r#"sluice_s3_credentials_refresh_total{source="container",result="error"}"#)
+            >= 1.0
+    );
+    assert_eq!(
+        gate.refused(),
+        Vec::<String>::new(),
+        "signed with expired keys"
+    );
+
+    // The agent is back: the next retry (at most 30 s apart) loads fresh keys.
+    issuer.down.store(false, Ordering::SeqCst);
+    wait_until(
+        Duration::from_secs(40),
+        || put(&p, "/s3/recovered.bin", &data).status == 201,
+        || p.logs_text(),
+    );
+    assert_eq!(issuer.count(), 2);
+    all_signed_with_issued_tokens(&gate, &issuer, 3);
 }
