@@ -95,6 +95,28 @@ fn helm_lint_passes() {
     }
 }
 
+/// IRSA: the role ARN goes on the proxy's ServiceAccount, which still mounts no
+/// API token (EKS projects its own web identity token).
+#[test]
+fn proxy_service_account_takes_the_irsa_role_annotation() {
+    let arn = "arn:aws:iam::111122223333:role/sluice-uploads";
+    let docs = render(&[
+        "--set",
+        &format!("proxy.serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn={arn}"),
+    ]);
+    let sa = find(&docs, "ServiceAccount", "sluice-proxy");
+    assert_eq!(
+        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        arn
+    );
+    assert_eq!(sa["automountServiceAccountToken"], false);
+    let proxy = find(&docs, "Deployment", "sluice-proxy");
+    assert_eq!(
+        proxy["spec"]["template"]["spec"]["serviceAccountName"],
+        "sluice-proxy"
+    );
+}
+
 #[test]
 fn helm_template_renders_what_the_binaries_take() {
     let docs = render(&[]);

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
 
 use crate::config::{
-    Backend, EngineTls, JwtRule, ProxyConfig, Route, RouteAuth, Spool, UploadRules,
+    Backend, EngineTls, JwtRule, ProxyConfig, Route, RouteAuth, S3Credentials, Spool, UploadRules,
 };
 use crate::crd::{BackendSpec, EngineTlsSpec, UploadPolicy, UploadPolicySpec};
 use crate::quantity::parse_bytes;
@@ -266,16 +266,22 @@ fn compile_backend(b: &BackendSpec, secret: &SecretLookup<'_>) -> Result<Backend
         });
     }
     if let Some(s) = &b.s3 {
-        let data = secret(&s.credentials_secret.name)?;
-        let get = |k: &str| {
-            data.get(k)
-                .and_then(|v| String::from_utf8(trim_ascii(v).to_vec()).ok())
-                .ok_or_else(|| {
-                    Outcome::SecretNotFound(format!(
-                        "Secret {} has no key {k:?}",
-                        s.credentials_secret.name
-                    ))
-                })
+        let credentials = match &s.credentials_secret {
+            None => S3Credentials::Chain,
+            Some(r) => {
+                let data = secret(&r.name)?;
+                let get = |k: &str| {
+                    data.get(k)
+                        .and_then(|v| String::from_utf8(trim_ascii(v).to_vec()).ok())
+                        .ok_or_else(|| {
+                            Outcome::SecretNotFound(format!("Secret {} has no key {k:?}", r.name))
+                        })
+                };
+                S3Credentials::Static {
+                    access_key_id: get("accessKeyId")?,
+                    secret_access_key: get("secretAccessKey")?,
+                }
+            }
         };
         return Ok(Backend::S3 {
             endpoint: s.endpoint.trim_end_matches('/').to_string(),
@@ -283,8 +289,7 @@ fn compile_backend(b: &BackendSpec, secret: &SecretLookup<'_>) -> Result<Backend
             region: s.region.clone().unwrap_or_else(|| "us-east-1".into()),
             key_prefix: s.key_prefix.clone().unwrap_or_default(),
             path_style: s.path_style.unwrap_or(true),
-            access_key_id: get("accessKeyId")?,
-            secret_access_key: get("secretAccessKey")?,
+            credentials,
             tls: compile_tls(
                 "backend.s3",
                 [Some(s.endpoint.as_str()), None],

@@ -59,11 +59,26 @@ pub enum Backend {
         region: String,
         key_prefix: String,
         path_style: bool,
-        access_key_id: String,
-        secret_access_key: String,
+        credentials: S3Credentials,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tls: Option<EngineTls>,
     },
+}
+
+/// Where an S3 route's signing keys come from. In JSON: `"credentials":
+/// {"static": {"access_key_id": ..., "secret_access_key": ...}}` or
+/// `"credentials": "chain"`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum S3Credentials {
+    /// Long-lived keys read from the policy's `credentialsSecret`.
+    Static {
+        access_key_id: String,
+        secret_access_key: String,
+    },
+    /// The proxy's own AWS credential chain (environment, web identity,
+    /// container credentials, instance metadata): the policy names no Secret.
+    Chain,
 }
 
 impl Backend {

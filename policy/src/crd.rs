@@ -163,8 +163,11 @@ pub struct S3BackendSpec {
     pub region: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
-    /// Secret with `accessKeyId` and `secretAccessKey`.
-    pub credentials_secret: SecretRef,
+    /// Secret with `accessKeyId` and `secretAccessKey`. Absent: the proxy's AWS
+    /// credential chain (environment, IRSA web identity, EKS Pod Identity or ECS
+    /// container credentials, EC2 instance metadata), refreshed before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<SecretRef>,
     /// Path-style addressing (`{endpoint}/{bucket}/{key}`). Default true; false uses virtual-host style.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_style: Option<bool>,

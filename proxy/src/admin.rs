@@ -1,8 +1,8 @@
 //! The admin port: `/metrics` (Prometheus text), `/healthz` (the process
 //! runs), `/readyz` (a configuration is loaded and being served, which
 //! documents of the policies folder were left out of it, and why, and which
-//! policies cannot reach any of their https engines: `notReady`), and the
-//! operator's push API:
+//! policies cannot serve now, with why: `notReady` (an https engine failing
+//! TLS, an S3 route without credentials)), and the operator's push API:
 //!
 //! ```text
 //!   PUT /v1/config          ProxyConfig JSON -> build, swap, persist -> {"version"}
@@ -119,6 +119,9 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
         ),
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => match app.current.load() {
+            // Ready while any policy can serve; those that cannot now are listed
+            // (one policy's engine must not take the pod out of service for every
+            // other policy), as are documents left out.
             Some(active) => reply(
                 StatusCode::OK,
                 "application/json",
@@ -126,9 +129,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
                     "ready": true,
                     "configVersion": active.config.version,
                     "notAccepted": *app.current.not_accepted(),
-                    // Reported, not made a readiness failure: one policy's engine
-                    // must not take the pod out of service for every other policy.
-                    "notReady": active.engines_failing().into_iter()
+                    "notReady": active.not_ready().into_iter()
                         .map(|(policy, reason)| serde_json::json!({"policy": policy, "reason": reason}))
                         .collect::<Vec<_>>(),
                 })

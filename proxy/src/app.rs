@@ -62,7 +62,11 @@ pub struct Capacity {
 }
 
 impl App {
-    pub fn new(settings: Settings, cap: Capacity) -> Arc<Self> {
+    pub fn new(
+        settings: Settings,
+        cap: Capacity,
+        aws: backend::credentials::Settings,
+    ) -> Arc<Self> {
         let metrics = Metrics::default();
         let limits = Limits::new(
             cap.max_transfers,
@@ -74,18 +78,20 @@ impl App {
             cap.backend_connect_timeout,
             metrics.engine_tls_failures.clone(),
         );
+        let remotes = Remotes {
+            engines,
+            parts: backend::s3::PartPool::new(cap.s3_part_size, cap.s3_part_buffers),
+            credentials: backend::credentials::Chain::new(aws, &metrics),
+            connect_timeout: cap.backend_connect_timeout,
+            timeout: cap.backend_timeout,
+            spool_dir: cap.spool_dir,
+        };
         Arc::new(Self {
             current: Current::default(),
             metrics,
             limits,
             settings,
-            remotes: Remotes {
-                engines,
-                parts: backend::s3::PartPool::new(cap.s3_part_size, cap.s3_part_buffers),
-                connect_timeout: cap.backend_connect_timeout,
-                timeout: cap.backend_timeout,
-                spool_dir: cap.spool_dir,
-            },
+            remotes,
             pipes: PipePool::new(cap.pipe_size, 256),
             raw: RawPool::default(),
             bufs: BufPool::new(COPY_CHUNK),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use sluice_proxy::backend::credentials;
 use sluice_proxy::limits::Pace;
 use sluice_proxy::source::Source;
 use sluice_proxy::{App, Capacity, Settings, admin, server, tls, zerocopy};
@@ -221,6 +222,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             backend_timeout,
             spool_dir: data_dir.join(".sluice-spool"),
         },
+        // The AWS credential chain's variables (AWS_ACCESS_KEY_ID, AWS_ROLE_ARN, ...),
+        // under the SDKs' names, read here once: they are not flags, so keys never
+        // show in a process list.
+        credentials::Settings::from_env(|k| std::env::var(k).ok()),
     );
     if let Some(f) = &admin_token_file {
         admin::read_token(f).map_err(anyhow::Error::msg)?;

@@ -41,6 +41,14 @@ pub struct EngineTlsLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabels {
+    /// `environment`, `web_identity`, `container`, `imds`, or `none` (no source configured).
+    pub source: &'static str,
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: String,
 }
@@ -107,6 +115,9 @@ pub struct Metrics {
     pub config_info: Family<VersionLabels, Gauge>,
     pub tls: TlsMetrics,
     pub engine_tls_failures: Family<EngineTlsLabels, Counter>,
+    pub s3_credentials_refresh: Family<CredentialLabels, Counter>,
+    /// Unix time the chain's current S3 keys expire (0: none, or keys that do not expire).
+    pub s3_credentials_expiry: Gauge,
 }
 
 const DOWNLOAD_PATHS: &[&str] = &["sendfile", "splice", "copy", "tls-copy"];
@@ -183,6 +194,20 @@ impl Default for Metrics {
             "TLS connections to https engines that failed, by reason (certificate not trusted, name mismatch, expired, ...)",
             engine_tls_failures.clone(),
         );
+        let s3_credentials_refresh = Family::default();
+        registry.register(
+            "s3_credentials_refresh",
+            "Loads of S3 credentials from the AWS credential chain, by source and result",
+            s3_credentials_refresh.clone(),
+        );
+        let s3_credentials_expiry = Gauge::default();
+        // A timestamp rather than "seconds left", which would be stale between loads:
+        // alert on `sluice_s3_credentials_expiry_timestamp_seconds - time() < 300`.
+        registry.register(
+            "s3_credentials_expiry_timestamp_seconds",
+            "Unix time the AWS credential chain's current S3 keys expire (0: none loaded, or keys without expiry)",
+            s3_credentials_expiry.clone(),
+        );
         Metrics {
             tls,
             registry,
@@ -198,6 +223,8 @@ impl Default for Metrics {
             config_reloads,
             config_info,
             engine_tls_failures,
+            s3_credentials_refresh,
+            s3_credentials_expiry,
         }
     }
 }

@@ -16,11 +16,12 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
 use sluice_policy::load::Ignored;
-use sluice_policy::{Backend, NotAccepted, ProxyConfig, Route, UploadPolicy};
+use sluice_policy::{Backend, NotAccepted, ProxyConfig, Route, S3Credentials, UploadPolicy};
 
 use crate::auth::Authenticator;
 use crate::backend::Dest;
-use crate::backend::s3::S3Target;
+use crate::backend::credentials::Chain;
+use crate::backend::s3::{Keys, S3Target};
 use crate::backend::tls::{Clients, EngineClient};
 use crate::backend::upstream::Origin;
 use crate::filters::Allowlists;
@@ -120,8 +121,14 @@ pub struct Active {
 
 impl Active {
     /// Prepares every route; refuses the whole config if one route cannot run, so a
-    /// bad push never half-applies.
-    pub fn build(config: ProxyConfig, data_dir: &Path, clients: &Clients) -> Result<Self, String> {
+    /// bad push never half-applies. S3 routes without static keys sign with
+    /// `chain`'s (its loading starts with the first of them).
+    pub fn build(
+        config: ProxyConfig,
+        data_dir: &Path,
+        clients: &Clients,
+        chain: &Arc<Chain>,
+    ) -> Result<Self, String> {
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
             let mut engine = None;
@@ -186,22 +193,23 @@ impl Active {
                     region,
                     key_prefix,
                     path_style,
-                    access_key_id,
-                    secret_access_key,
+                    credentials,
                     ..
                 } => {
                     let https = check_engine_url(endpoint)
                         .map_err(|e| format!("{}: backend.s3.endpoint: {e}", r.policy))?;
-                    let t = S3Target::new(
-                        endpoint,
-                        bucket,
-                        region,
-                        key_prefix,
-                        *path_style,
-                        access_key_id,
-                        secret_access_key,
-                    )
-                    .map_err(|e| format!("{}: {e}", r.policy))?;
+                    let keys = match credentials {
+                        S3Credentials::Static {
+                            access_key_id,
+                            secret_access_key,
+                        } => Keys::Static(rusty_s3::Credentials::new(
+                            access_key_id.clone(),
+                            secret_access_key.clone(),
+                        )),
+                        S3Credentials::Chain => Keys::Chain(chain.clone()),
+                    };
+                    let t = S3Target::new(endpoint, bucket, region, key_prefix, *path_style, keys)
+                        .map_err(|e| format!("{}: {e}", r.policy))?;
                     // Virtual-host style: the engine's host carries the bucket.
                     if https && let Ok(u) = t.bucket.base_url().as_str().parse::<http::Uri>() {
                         tls_engines.push(u);
@@ -255,6 +263,23 @@ impl Active {
 
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<RouteRt>> {
         self.config.route_index(host, path).map(|i| &self.routes[i])
+    }
+
+    /// Policies that cannot serve now and why, for /readyz: those whose every
+    /// https engine fails TLS, and S3 routes whose credential chain has no
+    /// valid keys.
+    pub fn not_ready(&self) -> Vec<(String, String)> {
+        let mut out = self.engines_failing();
+        for r in &self.routes {
+            if let Some(t) = &r.s3
+                && let Keys::Chain(c) = &t.keys
+                && let Some(why) = c.problem()
+                && !out.iter().any(|(p, _)| *p == r.route.policy)
+            {
+                out.push((r.route.policy.clone(), why));
+            }
+        }
+        out
     }
 }
 

@@ -128,7 +128,12 @@ impl Source {
         }
         let version = cfg.version.clone();
         let routes = cfg.routes.len();
-        let active = Active::build(cfg, &self.data_dir, &app.remotes.engines)?;
+        let active = Active::build(
+            cfg,
+            &self.data_dir,
+            &app.remotes.engines,
+            &app.remotes.credentials,
+        )?;
         if let Some(state) = &self.state_dir
             && let Err(e) = runtime::persist(state, &active.config)
         {

@@ -115,6 +115,8 @@ fn start(
             backend_timeout: Duration::from_secs(600),
             spool_dir: data.join(".sluice-spool"),
         },
+        // fs routes only: the AWS credential chain is never asked.
+        Default::default(),
     );
     let source = Source {
         policies: Some(policies.to_path_buf()),

@@ -19,8 +19,8 @@ const GOOD: &str = "maxFileSize: 1Mi";
 const TYPO: &str = "maxFileSzie: 1Ki";
 const FIXED: &str = "maxFileSize: 1Ki";
 
-/// An S3 policy without its required `credentialsSecret`.
-const NO_CREDENTIALS: &str = "apiVersion: sluice.dev/v1alpha1\nkind: UploadPolicy\nmetadata: {name: s3}\nspec:\n  pathPrefix: /s3/\n  backend: {s3: {endpoint: 'http://127.0.0.1:9', bucket: b}}\n";
+/// An S3 policy without its required `bucket`.
+const NO_BUCKET: &str = "apiVersion: sluice.dev/v1alpha1\nkind: UploadPolicy\nmetadata: {name: s3}\nspec:\n  pathPrefix: /s3/\n  backend: {s3: {endpoint: 'http://127.0.0.1:9', credentialsSecret: {name: k}}}\n";
 
 fn folder(docs: &[String]) -> String {
     docs.join("---\n")
@@ -89,7 +89,7 @@ fn bad_documents_are_left_out_named_and_fixed_one_at_a_time() {
     let start = folder(&[
         policy("good", "/good/", GOOD),
         policy("typo", "/typo/", TYPO),
-        NO_CREDENTIALS.to_string(),
+        NO_BUCKET.to_string(),
     ]);
     let p = Proxy::start(Some(&start), &["--reload-interval", "100ms"]);
     let file = p.policies_file().display().to_string();
@@ -113,7 +113,7 @@ fn bad_documents_are_left_out_named_and_fixed_one_at_a_time() {
                 Some(3),
                 Some("default/s3"),
                 "MissingField",
-                Some("spec.backend.s3.credentialsSecret"),
+                Some("spec.backend.s3.bucket"),
                 None
             ),
         ]
@@ -135,17 +135,14 @@ fn bad_documents_are_left_out_named_and_fixed_one_at_a_time() {
     p.write_policies(&folder(&[
         policy("good", "/good/", GOOD),
         policy("typo", "/typo/", FIXED),
-        NO_CREDENTIALS.to_string(),
+        NO_BUCKET.to_string(),
     ]));
     wait_until(
         DEADLINE,
         || not_accepted(&p, &file).len() == 1,
         || format!("{}\n{}", readyz(&p), p.logs_text()),
     );
-    assert_eq!(
-        not_accepted(&p, &file)[0].3,
-        "spec.backend.s3.credentialsSecret"
-    );
+    assert_eq!(not_accepted(&p, &file)[0].3, "spec.backend.s3.bucket");
     let small = random_bytes(500, 91);
     assert_created_one(&put(&p, "/typo/small.bin", &small), "small.bin", &small);
     assert_reject(&put(&p, "/typo/big.bin", &two_k), 413, "file_too_large");
@@ -159,7 +156,7 @@ fn bad_documents_are_left_out_named_and_fixed_one_at_a_time() {
             "maxFileSize: 1Mi, verifyContent: sometimes",
         ),
         policy("typo", "/typo/", FIXED),
-        NO_CREDENTIALS.to_string(),
+        NO_BUCKET.to_string(),
     ]));
     write_file(&p, "zz-broken.yaml", "spec: [unclosed\n");
     let broken = p

@@ -414,3 +414,59 @@ fn engine_tls_refusals() {
     assert_eq!(o.reason(), "Invalid", "{o:?}");
     assert!(o.message().contains("serverName"), "{o:?}");
 }
+
+#[test]
+fn s3_keys_come_from_the_secret_or_the_proxys_chain() {
+    let with = "pathPrefix: /a/\nbackend: {s3: {endpoint: 'http://m:9000', bucket: b, credentialsSecret: {name: k}}}\n";
+    let without = "pathPrefix: /b/\nbackend: {s3: {endpoint: 'https://s3.eu-west-1.amazonaws.com', bucket: b}}\n";
+    let c = compile(
+        &[policy("with", 0, with), policy("without", 1, without)],
+        &[secret(
+            "k",
+            &[("accessKeyId", "AKIA\n"), ("secretAccessKey", "sk")],
+        )],
+    );
+    assert_eq!(c.outcomes["ns/with"], Outcome::Accepted, "{:?}", c.outcomes);
+    assert_eq!(
+        c.outcomes["ns/without"],
+        Outcome::Accepted,
+        "{:?}",
+        c.outcomes
+    );
+    let creds = |prefix: &str| match &c.config.route(None, prefix).unwrap().backend {
+        Backend::S3 { credentials, .. } => credentials.clone(),
+        b => panic!("not s3: {b:?}"),
+    };
+    assert_eq!(
+        creds("/a/"),
+        S3Credentials::Static {
+            access_key_id: "AKIA".into(),
+            secret_access_key: "sk".into()
+        }
+    );
+    assert_eq!(creds("/b/"), S3Credentials::Chain);
+    // The push format says which, explicitly.
+    let json = serde_json::to_value(&c.config).unwrap();
+    let backends: Vec<_> = json["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["backend"]["s3"]["credentials"].clone())
+        .collect();
+    assert!(
+        backends.contains(&serde_json::json!("chain")),
+        "{backends:?}"
+    );
+    assert!(
+        backends.contains(
+            &serde_json::json!({"static": {"access_key_id": "AKIA", "secret_access_key": "sk"}})
+        ),
+        "{backends:?}"
+    );
+    let back: ProxyConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(back, c.config);
+
+    // A named Secret that is missing is still an error, not a fall back to the chain.
+    let c = compile(&[policy("with", 0, with)], NO_SECRETS);
+    assert_eq!(c.outcomes["ns/with"].reason(), "SecretNotFound");
+}

@@ -190,18 +190,12 @@ fn an_unknown_field_far_from_any_known_one_has_no_nearest() {
 fn a_missing_required_field_is_named() {
     let n = only_refusal(&policy(
         "p",
-        "pathPrefix: /a/, backend: {s3: {endpoint: 'http://m:9000', bucket: b}}",
+        "pathPrefix: /a/, backend: {s3: {endpoint: 'http://m:9000', credentialsSecret: {name: s}}}",
     ));
     assert_eq!(n.reason, "MissingField");
-    assert_eq!(
-        n.field.as_deref(),
-        Some("spec.backend.s3.credentialsSecret")
-    );
+    assert_eq!(n.field.as_deref(), Some("spec.backend.s3.bucket"));
     assert_eq!(n.policy.as_deref(), Some("web/p"));
-    assert_eq!(
-        n.message,
-        "spec.backend.s3.credentialsSecret: required field missing"
-    );
+    assert_eq!(n.message, "spec.backend.s3.bucket: required field missing");
     // Null is absent, as the API server prunes it.
     let n = only_refusal(&policy("p", "pathPrefix: null, backend: {fs: {root: x}}"));
     assert_eq!(n.field.as_deref(), Some("spec.pathPrefix"));
@@ -348,7 +342,7 @@ fn good_documents_beside_bad_ones_are_all_accepted() {
         policy("cors", &format!("{}, cors: {{}}", fs("/cors/"))),
         policy(
             "s3",
-            "pathPrefix: /s3/, backend: {s3: {endpoint: 'http://m', bucket: b}}",
+            "pathPrefix: /s3/, backend: {s3: {endpoint: 'http://m'}}",
         ),
         policy(
             "type",
@@ -386,11 +380,7 @@ fn good_documents_beside_bad_ones_are_all_accepted() {
         [
             (Some(2), "UnknownField", Some("spec.upload.maxFileSzie")),
             (Some(4), "UnknownField", Some("spec.cors")),
-            (
-                Some(6),
-                "MissingField",
-                Some("spec.backend.s3.credentialsSecret")
-            ),
+            (Some(6), "MissingField", Some("spec.backend.s3.bucket")),
             (Some(8), "InvalidField", Some("spec.download.enabled")),
             (Some(12), "InvalidField", Some("data.a")),
             (Some(14), "UnknownKind", Some("kind")),

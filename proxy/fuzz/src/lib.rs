@@ -14,6 +14,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
 use sluice_policy::{Backend, ProxyConfig};
+use sluice_proxy::backend::credentials::{Chain, Settings};
+use sluice_proxy::metrics::Metrics;
 use sluice_proxy::runtime::Active;
 
 /// A scratch data dir, one per fuzzing process.
@@ -63,7 +65,10 @@ pub fn build_sandboxed(mut cfg: ProxyConfig) -> Result<(), String> {
             Default::default(),
         )
     });
-    let built = Active::build(cfg, dir, clients).map(drop);
+    // No runtime here, so the chain never starts loading: building is all that is fuzzed.
+    static CHAIN: OnceLock<std::sync::Arc<Chain>> = OnceLock::new();
+    let chain = CHAIN.get_or_init(|| Chain::new(Settings::default(), &Metrics::default()));
+    let built = Active::build(cfg, dir, clients, chain).map(drop);
     if dir.exists() {
         std::fs::remove_dir_all(dir).expect("scratch data dir is removable");
     }

@@ -15,8 +15,11 @@
 //! keep-alive sockets to plain-http engines, handed to splice(2) once a head
 //! is read. `tls` makes the hyper clients https engines are reached with
 //! (userspace TLS: their bytes are copied, never spliced, so the splice paths
-//! leave https engines to hyper).
+//! leave https engines to hyper). `credentials` hands the S3 signer fresh keys
+//! when a policy names no Secret (the AWS credential chain: environment, web
+//! identity, container, IMDSv2).
 
+pub mod credentials;
 pub mod fs;
 pub mod http;
 pub mod s3;
@@ -43,6 +46,8 @@ pub struct Remotes {
     /// The engine clients: the default one and one per TLS setting in use.
     pub engines: tls::Clients,
     pub parts: Arc<s3::PartPool>,
+    /// The AWS credential chain, shared by every S3 route without static keys.
+    pub credentials: Arc<credentials::Chain>,
     pub connect_timeout: Duration,
     /// Longest wait for an engine's answer.
     pub timeout: Duration,

@@ -12,7 +12,12 @@
 //! and all uploads together at most what the pool holds: an upload that
 //! cannot get a second buffer waits for its own part in flight and reuses
 //! that buffer, so the pool can run dry without deadlocking.
+//!
+//! Every presign takes the target's current keys (`S3Target::keys`): a
+//! policy's static keys by reference, or the process's credential chain's
+//! (`credentials::Chain`), whose session token goes out as `X-Amz-Security-Token`.
 
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +28,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::credentials::{Chain, Loaded};
 use super::http::{Client, exchange, expect_success, full_body};
 use super::{Remotes, Undo, Written};
 use crate::error::Reject;
@@ -34,8 +40,33 @@ pub const MIN_PART: usize = 5 << 20;
 
 pub struct S3Target {
     pub bucket: Bucket,
-    pub creds: Credentials,
+    pub keys: Keys,
     pub key_prefix: String,
+}
+
+/// Where a target's signing keys come from.
+pub enum Keys {
+    /// The policy's `credentialsSecret`.
+    Static(Credentials),
+    /// The process's AWS credential chain.
+    Chain(Arc<Chain>),
+}
+
+/// Keys to presign one request with.
+pub enum Signing<'a> {
+    Static(&'a Credentials),
+    Chain(Arc<Loaded>),
+}
+
+impl Deref for Signing<'_> {
+    type Target = Credentials;
+
+    fn deref(&self) -> &Credentials {
+        match self {
+            Signing::Static(c) => c,
+            Signing::Chain(l) => &l.keys,
+        }
+    }
 }
 
 impl S3Target {
@@ -45,8 +76,7 @@ impl S3Target {
         region: &str,
         key_prefix: &str,
         path_style: bool,
-        access_key_id: &str,
-        secret_access_key: &str,
+        keys: Keys,
     ) -> Result<Self, String> {
         let url: url::Url = endpoint
             .parse()
@@ -58,28 +88,47 @@ impl S3Target {
         };
         let bucket = Bucket::new(url, style, bucket.to_string(), region.to_string())
             .map_err(|e| format!("s3 bucket {bucket:?} at {endpoint}: {e}"))?;
+        if let Keys::Chain(c) = &keys {
+            c.start();
+        }
         Ok(Self {
             bucket,
-            creds: Credentials::new(access_key_id.to_string(), secret_access_key.to_string()),
+            keys,
             key_prefix: key_prefix.to_string(),
         })
+    }
+
+    /// The keys to sign with now. Static keys: a reference, no cost. The chain's:
+    /// an `ArcSwap` load while they are valid, else a wait of at most `wait` for
+    /// fresh ones; none to be had is `502 backend_error` saying why.
+    pub async fn keys(&self, wait: Duration) -> Result<Signing<'_>, Reject> {
+        match &self.keys {
+            Keys::Static(c) => Ok(Signing::Static(c)),
+            Keys::Chain(chain) => {
+                chain
+                    .current(wait)
+                    .await
+                    .map(Signing::Chain)
+                    .map_err(|message| Reject::Backend {
+                        status: None,
+                        message,
+                    })
+            }
+        }
     }
 
     pub fn object(&self, key: &str) -> String {
         format!("{}{key}", self.key_prefix)
     }
 
-    pub fn get_url(&self, key: &str, head: bool) -> url::Url {
+    pub async fn get_url(&self, key: &str, head: bool, wait: Duration) -> Result<url::Url, Reject> {
         let object = self.object(key);
-        if head {
-            self.bucket
-                .head_object(Some(&self.creds), &object)
-                .sign(SIGN_FOR)
+        let keys = self.keys(wait).await?;
+        Ok(if head {
+            self.bucket.head_object(Some(&keys), &object).sign(SIGN_FOR)
         } else {
-            self.bucket
-                .get_object(Some(&self.creds), &object)
-                .sign(SIGN_FOR)
-        }
+            self.bucket.get_object(Some(&keys), &object).sign(SIGN_FOR)
+        })
     }
 }
 
@@ -284,11 +333,13 @@ impl S3Part {
             .ok_or_else(|| {
                 Reject::Storage("more than 10000 S3 parts: raise the part size".into())
             })?;
+        let keys = self.t.keys(self.timeout).await?;
         let url = self
             .t
             .bucket
-            .upload_part(Some(&self.t.creds), &self.object, part_no, &up.id)
+            .upload_part(Some(&keys), &self.object, part_no, &up.id)
             .sign(SIGN_FOR);
+        drop(keys);
         let client = self.client.clone();
         let timeout = self.timeout;
         up.inflight = Some(tokio::spawn(put_part(client, url, buf, timeout)));
@@ -296,10 +347,11 @@ impl S3Part {
     }
 
     async fn create(&self) -> Result<String, Reject> {
+        let keys = self.t.keys(self.timeout).await?;
         let action = self
             .t
             .bucket
-            .create_multipart_upload(Some(&self.t.creds), &self.object);
+            .create_multipart_upload(Some(&keys), &self.object);
         let url = action.sign(SIGN_FOR);
         let req = Request::builder()
             .method(Method::POST)
@@ -326,7 +378,7 @@ impl S3Part {
             let url = self
                 .t
                 .bucket
-                .put_object(Some(&self.t.creds), &self.object)
+                .put_object(Some(&*self.t.keys(self.timeout).await?), &self.object)
                 .sign(SIGN_FOR);
             let req = Request::builder()
                 .method(Method::PUT)
@@ -344,8 +396,9 @@ impl S3Part {
             let Some(up) = self.upload.as_ref() else {
                 return Err(Reject::Storage("multipart upload vanished".into()));
             };
+            let keys = self.t.keys(self.timeout).await?;
             let action = self.t.bucket.complete_multipart_upload(
-                Some(&self.t.creds),
+                Some(&keys),
                 &self.object,
                 &up.id,
                 up.etags.iter().map(String::as_str),
@@ -377,7 +430,7 @@ impl S3Part {
             url: self
                 .t
                 .bucket
-                .delete_object(Some(&self.t.creds), &self.object)
+                .delete_object(Some(&*self.t.keys(self.timeout).await?), &self.object)
                 .sign(SIGN_FOR),
         };
         Ok((
@@ -399,16 +452,23 @@ impl Drop for S3Part {
         if let Some(h) = &up.inflight {
             h.abort();
         }
-        let url = self
-            .t
-            .bucket
-            .abort_multipart_upload(Some(&self.t.creds), &self.object, &up.id)
-            .sign(SIGN_FOR);
+        let t = self.t.clone();
         let client = self.client.clone();
         let object = self.object.clone();
+        let timeout = self.timeout;
         // Drop may run outside a runtime only at process exit; then the upload is left for the bucket's lifecycle rules.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
+                let url = match t.keys(timeout).await {
+                    Ok(keys) => t
+                        .bucket
+                        .abort_multipart_upload(Some(&keys), &object, &up.id)
+                        .sign(SIGN_FOR),
+                    Err(e) => {
+                        tracing::warn!(%object, error = %e, "AbortMultipartUpload not sent: no S3 credentials");
+                        return;
+                    }
+                };
                 let req = Request::builder()
                     .method(Method::DELETE)
                     .uri(url.as_str())

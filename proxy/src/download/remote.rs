@@ -54,10 +54,11 @@ const RELAYED: &[&str] = &[
 ];
 
 /// The engine URL of `key` and the extra headers the policy sends it.
-pub fn upstream_url(
+pub async fn upstream_url(
     route: &RouteRt,
     key: &str,
     head: bool,
+    wait: std::time::Duration,
 ) -> Result<(url::Url, Vec<(String, String)>), Reject> {
     match &route.route.backend {
         Backend::Http {
@@ -75,7 +76,7 @@ pub fn upstream_url(
                 .s3
                 .as_ref()
                 .ok_or_else(|| Reject::Storage("s3 route without a bucket".into()))?;
-            Ok((t.get_url(key, head), vec![]))
+            Ok((t.get_url(key, head, wait).await?, vec![]))
         }
         Backend::Fs { .. } => Err(Reject::Storage("not a remote backend".into())),
     }
@@ -127,7 +128,7 @@ pub async fn via_hyper(
     peer: SocketAddr,
     path: &'static str,
 ) -> Result<(Response<Body>, u64), Reject> {
-    let (url, extra) = upstream_url(route, key, head)?;
+    let (url, extra) = upstream_url(route, key, head, app.remotes.timeout).await?;
     let mut req = Request::builder()
         .method(if head { Method::HEAD } else { Method::GET })
         .uri(url.as_str());
@@ -227,7 +228,7 @@ pub async fn via_fast(
     keep_alive: bool,
     peer: SocketAddr,
 ) -> Result<Relayed, Reject> {
-    let (url, extra) = upstream_url(route, key, head)?;
+    let (url, extra) = upstream_url(route, key, head, app.remotes.timeout).await?;
     let mut hdrs: Vec<(&str, &[u8])> = extra
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_bytes()))

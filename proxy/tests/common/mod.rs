@@ -47,6 +47,16 @@ impl Proxy {
     /// Starts `sluice-proxy` on ephemeral loopback ports with JSON logs. `policies_yaml`
     /// becomes `policies/policies.yaml` (`--policies`); None serves the embedded default.
     pub fn start(policies_yaml: Option<&str>, extra_args: &[&str]) -> Proxy {
+        Self::start_with_env(policies_yaml, extra_args, &[])
+    }
+
+    /// `start`, with these variables in the proxy's environment (the AWS
+    /// credential chain's, for one): the only `AWS_*` it sees.
+    pub fn start_with_env(
+        policies_yaml: Option<&str>,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proxy {
         install_crypto();
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
@@ -69,10 +79,12 @@ impl Proxy {
             .stderr(Stdio::piped());
         // Settings come from our flags only, never from the environment of whoever runs the tests.
         for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("SLUICE_") {
+            let name = k.to_string_lossy();
+            if name.starts_with("SLUICE_") || name.starts_with("AWS_") {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(env.iter().copied());
         if let Some(yaml) = policies_yaml {
             let pdir = dir.path().join("policies");
             std::fs::create_dir_all(&pdir).expect("policies dir");
