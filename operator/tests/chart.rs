@@ -289,7 +289,7 @@ fn helm_template_renders_tls() {
             .expect("base64");
         std::fs::write(dir.path().join(key), pem).unwrap();
     }
-    let openssl = |args: &[&str]| {
+    let openssl = |args: &[&str]| -> Vec<u8> {
         let out = std::process::Command::new("openssl")
             .args(args)
             .current_dir(dir.path())
@@ -301,6 +301,7 @@ fn helm_template_renders_tls() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        out.stdout
     };
     openssl(&[
         "verify",
@@ -313,18 +314,9 @@ fn helm_template_renders_tls() {
         "tls.crt",
     ]);
     // The key is the certificate's: the same public key comes out of both.
-    let public = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}");
-        out.stdout
-    };
     assert_eq!(
-        public(&["x509", "-in", "tls.crt", "-noout", "-pubkey"]),
-        public(&["pkey", "-in", "tls.key", "-pubout"])
+        openssl(&["x509", "-in", "tls.crt", "-noout", "-pubkey"]),
+        openssl(&["pkey", "-in", "tls.key", "-pubout"])
     );
 
     // Off by default: plaintext, HTTP probes, no TLS Secret.
