@@ -140,6 +140,8 @@ enum Who {
     Direct,
     Sluice,
     SluiceSha256,
+    /// The 4 KiB PUTs to a signed URL (`/sput/`).
+    SluiceSigned,
     Peer(Peer),
 }
 
@@ -149,13 +151,14 @@ impl Who {
             Who::Direct => "direct",
             Who::Sluice => "sluice",
             Who::SluiceSha256 => "sluice sha256",
+            Who::SluiceSigned => "sluice signed URL",
             Who::Peer(p) => p.name(),
         }
     }
     fn peer(self) -> Option<Peer> {
         match self {
             Who::Direct => None,
-            Who::Sluice | Who::SluiceSha256 => Some(Peer::Sluice),
+            Who::Sluice | Who::SluiceSha256 | Who::SluiceSigned => Some(Peer::Sluice),
             Who::Peer(p) => Some(p),
         }
     }
@@ -163,6 +166,7 @@ impl Who {
     fn prefix(self, kind: Kind) -> &'static str {
         match (kind, self) {
             (Kind::Get, _) => "/dl/",
+            (Kind::Small, Who::SluiceSigned) => "/sput/",
             (Kind::Put | Kind::Small, _) => "/put/",
             (_, Who::SluiceSha256) => "/mpsha/",
             _ => "/mp/",
@@ -260,6 +264,9 @@ fn main() -> anyhow::Result<()> {
         let mut w = vec![Who::Direct, Who::Sluice];
         if kind == Kind::Post {
             w.push(Who::SluiceSha256);
+        }
+        if kind == Kind::Small {
+            w.push(Who::SluiceSigned);
         }
         w.extend(a.peers.iter().map(|&p| Who::Peer(p)));
         w
@@ -409,6 +416,9 @@ impl Bench {
                 }
             }
             if !self.args.skip_small {
+                let mut whos = vec![Who::Direct, Who::Sluice, Who::SluiceSigned];
+                whos.extend(peers.iter().map(|&p| Who::Peer(p)));
+                rotate(&mut whos, run);
                 for &who in &whos {
                     eprintln!("[run {run}/{runs}] 4K PUT rate {}", who.name());
                     let r = self.small(who);
@@ -498,6 +508,26 @@ impl Bench {
         })
     }
 
+    /// `url` signed for PUT for an hour with `sluice-proxy sign`, as an
+    /// application would hand it to a client.
+    fn sign_put(&self, url: &str) -> anyhow::Result<String> {
+        let key = self.env.tmp_dir.join("bench-sign.key");
+        fs::write(&key, servers::SIGNING_KEY)?;
+        let out = Command::new(&self.env.bin)
+            .args(["sign", "--method", "PUT", "--expires", "1h", "--url", url])
+            .arg("--secret-file")
+            .arg(&key)
+            .output()
+            .context("running sluice-proxy sign")?;
+        let _ = fs::remove_file(&key);
+        ensure!(
+            out.status.success(),
+            "sluice-proxy sign: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    }
+
     /// curl's arguments for a transfer by `who`: HTTP/1.1 over TLS, trusting
     /// the run's certificate, when the proxies terminate TLS (curl would take
     /// h2 from sluice's ALPN, and nginx and HAProxy offer only HTTP/1.1 here).
@@ -515,6 +545,10 @@ impl Bench {
     fn small(&self, who: Who) -> anyhow::Result<Sample> {
         let mut wrk = WrkOut::default();
         let mut sample = self.with_target(Kind::Small, who, 0, |base| {
+            let mut url = format!("{base}{}small.bin", who.prefix(Kind::Small));
+            if who == Who::SluiceSigned {
+                url = self.sign_put(&url)?;
+            }
             let out = Command::new("wrk")
                 .args(["-t", "1", "-c"])
                 .arg(self.args.small_connections.to_string())
@@ -522,7 +556,7 @@ impl Bench {
                 .arg(format!("{}s", self.args.small_seconds))
                 .arg("-s")
                 .arg(&self.wrk_script)
-                .arg(format!("{base}{}small.bin", who.prefix(Kind::Small)))
+                .arg(&url)
                 .output()
                 .context("running wrk")?;
             let text = String::from_utf8_lossy(&out.stdout);
@@ -845,6 +879,16 @@ fn targets(r: &BTreeMap<Key, Vec<Sample>>, a: &Args, sha: f64) -> Vec<Target> {
             label(a.concurrent_size)
         ),
         worst_hwm.map(|h| (h < 96.0, format!("{h:.1} MiB"))),
+    );
+    push(
+        "4K PUT to a signed URL: CPU us/req <= 1.05 x unauthenticated".into(),
+        paired(
+            r,
+            (Kind::Small, 4096, Who::SluiceSigned),
+            (Kind::Small, 4096, Who::Sluice),
+            Sample::cpu_us_per_op,
+        )
+        .map(|(ratio, d)| (ratio <= 1.05, d)),
     );
     push(
         "4K PUT: requests/s >= nginx's".into(),

@@ -149,7 +149,11 @@ fn wait_listening(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()
     bail!("{what} did not listen on {port} within 20 s")
 }
 
-/// sluice's policies: the same routes as the peers' configs.
+/// The HMAC key of sluice's signed-URL route (`/sput/`), as the bench signs with it.
+pub const SIGNING_KEY: &str = "bench-signing-key-6f1c2a9e";
+
+/// sluice's policies: the same routes as the peers' configs, and `/sput/`
+/// (the `/put/` route behind signed URLs, for the cost of checking one).
 pub fn sluice_policies(b: &Backends) -> String {
     let sink = b.sink_url();
     let files = b.files_url();
@@ -187,6 +191,16 @@ pub fn sluice_policies(b: &Backends) -> String {
             "/dl/",
             format!("url: \"{files}/dl\", mode: put"),
             "none",
+        ),
+        policy(
+            "sput",
+            "/sput/",
+            format!("url: \"{sink}/put\", mode: put"),
+            "none",
+        ) + "  auth: {signedUrls: {secretRef: {name: bench-sign}}}\n",
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: bench-sign, namespace: bench}}\n\
+             stringData: {{key: {SIGNING_KEY}}}\n"
         ),
     ]
     .join("---\n")
