@@ -78,10 +78,11 @@ impl App {
             cap.backend_connect_timeout,
             metrics.engine_tls_failures.clone(),
         );
+        let credentials = backend::credentials::Chain::new(aws, &metrics, engines.default_config());
         let remotes = Remotes {
             engines,
             parts: backend::s3::PartPool::new(cap.s3_part_size, cap.s3_part_buffers),
-            credentials: backend::credentials::Chain::new(aws, &metrics),
+            credentials,
             connect_timeout: cap.backend_connect_timeout,
             timeout: cap.backend_timeout,
             spool_dir: cap.spool_dir,

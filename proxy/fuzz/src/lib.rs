@@ -67,7 +67,13 @@ pub fn build_sandboxed(mut cfg: ProxyConfig) -> Result<(), String> {
     });
     // No runtime here, so the chain never starts loading: building is all that is fuzzed.
     static CHAIN: OnceLock<std::sync::Arc<Chain>> = OnceLock::new();
-    let chain = CHAIN.get_or_init(|| Chain::new(Settings::default(), &Metrics::default()));
+    let chain = CHAIN.get_or_init(|| {
+        Chain::new(
+            Settings::default(),
+            &Metrics::default(),
+            clients.default_config(),
+        )
+    });
     let built = Active::build(cfg, dir, clients, chain).map(drop);
     if dir.exists() {
         std::fs::remove_dir_all(dir).expect("scratch data dir is removable");

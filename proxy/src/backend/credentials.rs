@@ -274,12 +274,16 @@ pub struct Chain {
     started: AtomicBool,
     refreshes: Family<CredentialLabels, Counter>,
     expiry: Gauge,
+    /// TLS to STS and container endpoints: the engines' default setting
+    /// (the platform's roots, read once at start by `backend::tls`).
+    tls: rustls::ClientConfig,
 }
 
 impl Chain {
-    pub fn new(settings: Settings, metrics: &Metrics) -> Arc<Self> {
+    pub fn new(settings: Settings, metrics: &Metrics, tls: rustls::ClientConfig) -> Arc<Self> {
         Arc::new(Chain {
             settings,
+            tls,
             state: ArcSwap::from_pointee(State::default()),
             changed: Notify::new(),
             kick: Notify::new(),
@@ -369,7 +373,7 @@ impl Chain {
     }
 
     async fn run(self: Arc<Self>) {
-        let client = https_client();
+        let client = https_client(self.tls.clone());
         let mut last: Option<Source> = None;
         let mut backoff = FIRST_RETRY;
         loop {
@@ -993,17 +997,13 @@ async fn send(
 
 /// http and https, HTTP/1.1, certificates checked against the platform's
 /// root store (what the SDKs use on Linux: the image's CA bundle).
-// rustls 0.23.48 deprecates its ring provider (no post-quantum key exchange);
-// ring stays the choice here: aws-lc-rs's C build needs cmake and is slow.
-#[allow(deprecated)]
-fn https_client() -> Result<HttpsClient, String> {
+fn https_client(tls: rustls::ClientConfig) -> Result<HttpsClient, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     http.set_nodelay(true);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-        .map_err(|e| format!("loading the platform's root certificates: {e}"))?
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
@@ -1160,14 +1160,23 @@ mod tests {
         }
     }
 
+    fn no_roots() -> rustls::ClientConfig {
+        crate::backend::tls::Clients::new(
+            Arc::new(rustls::RootCertStore::empty()),
+            Duration::from_secs(1),
+            Default::default(),
+        )
+        .default_config()
+    }
+
     #[tokio::test]
     async fn no_source_says_what_was_tried() {
         let s = Settings {
             imds_disabled: true,
             ..Settings::default()
         };
-        let chain = Chain::new(s, &Metrics::default());
-        let Err((source, e)) = chain.load(&https_client()).await else {
+        let chain = Chain::new(s, &Metrics::default(), no_roots());
+        let Err((source, e)) = chain.load(&https_client(no_roots())).await else {
             panic!("loaded from nothing")
         };
         assert_eq!(source, None);
@@ -1188,8 +1197,8 @@ mod tests {
             web_identity_token_file: Some("/nonexistent".into()),
             ..Settings::default()
         };
-        let chain = Chain::new(s, &Metrics::default());
-        let l = chain.load(&https_client()).await.ok().unwrap();
+        let chain = Chain::new(s, &Metrics::default(), no_roots());
+        let l = chain.load(&https_client(no_roots())).await.ok().unwrap();
         assert_eq!(l.source, Source::Environment);
         assert_eq!(l.keys.token(), Some("t"));
         assert_eq!(l.expires, None);

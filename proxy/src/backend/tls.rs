@@ -216,6 +216,14 @@ impl Clients {
         }
     }
 
+    /// The TLS setting of policies without `tls`: system roots, no client
+    /// certificate (also what the AWS credential chain speaks to STS with).
+    pub fn default_config(&self) -> ClientConfig {
+        base_config()
+            .with_root_certificates(self.roots.clone())
+            .with_no_client_auth()
+    }
+
     /// The client of policies without `tls`: system roots, no client certificate.
     pub fn default_client(&self) -> &EngineClient {
         &self.default
