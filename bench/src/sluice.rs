@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
 use crate::measure::{self, Procs, Sample};
@@ -64,6 +64,8 @@ pub struct Proxy {
     child: Child,
     pub pid: u32,
     pub addr: String,
+    /// The admin port (metrics).
+    pub admin: String,
     pub vias: Arc<Mutex<Vec<String>>>,
     procs: Procs,
 }
@@ -84,16 +86,19 @@ impl Proxy {
             .with_context(|| format!("starting {}", env.bin.display()))?;
         let pid = child.id();
         let mut lines = BufReader::new(child.stdout.take().context("proxy stdout")?).lines();
-        let addr = loop {
+        let (addr, admin) = loop {
             let Some(line) = lines.next() else {
                 bail!("proxy exited before listening: {:?}", child.wait()?);
             };
             let v: Value = serde_json::from_str(&line?).unwrap_or(Value::Null);
             if v["message"] == "listening" {
-                break v["addr"]
-                    .as_str()
-                    .context("listening line has addr")?
-                    .to_string();
+                let field = |k: &str| -> anyhow::Result<String> {
+                    Ok(v[k]
+                        .as_str()
+                        .with_context(|| format!("listening line has {k}"))?
+                        .to_string())
+                };
+                break (field("addr")?, field("admin")?);
             }
         };
         let vias = Arc::new(Mutex::new(Vec::new()));
@@ -112,6 +117,7 @@ impl Proxy {
             child,
             pid,
             addr,
+            admin,
             vias,
             procs: Procs::of(pid, env.clk_tck),
         })
@@ -133,6 +139,26 @@ impl Proxy {
         work: impl FnOnce() -> anyhow::Result<()>,
     ) -> anyhow::Result<Sample> {
         measure::measure(&self.procs, bytes, work)
+    }
+
+    /// A counter or gauge of the proxy's /metrics, e.g.
+    /// `sluice_download_responses_total{path="splice"}` (0 when absent).
+    pub fn metric(&self, series: &str) -> anyhow::Result<f64> {
+        let out = Command::new("curl")
+            .args(["-s", "-S", "--fail"])
+            .arg(format!("http://{}/metrics", self.admin))
+            .output()
+            .context("curl /metrics")?;
+        ensure!(
+            out.status.success(),
+            "GET /metrics: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0))
     }
 
     /// The access log's `via`s so far.

@@ -420,11 +420,16 @@ impl Running {
         }
     }
 
-    /// How sluice moved each response (sendfile, splice, copy, hyper); empty for peers.
-    pub fn vias(&self) -> Vec<String> {
+    /// How many download responses sluice sent by `path` (sendfile, splice,
+    /// copy, tls-copy), from its /metrics; None for peers.
+    pub fn downloads_by(&self, path: &str) -> anyhow::Result<Option<f64>> {
         match self {
-            Running::Sluice { proxy: p, .. } => p.vias(),
-            Running::Process { .. } => Vec::new(),
+            Running::Sluice { proxy: p, .. } => p
+                .metric(&format!(
+                    "sluice_download_responses_total{{path=\"{path}\"}}"
+                ))
+                .map(Some),
+            Running::Process { .. } => Ok(None),
         }
     }
 }
