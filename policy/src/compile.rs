@@ -393,7 +393,9 @@ fn validate_origin(o: &str) -> Result<(), String> {
                 p => match p.strip_prefix(':') {
                     Some(p) => (None, Some(p)),
                     None => {
-                        return Err("has something after the IPv6 address that is not a port".into());
+                        return Err(
+                            "has something after the IPv6 address that is not a port".into()
+                        );
                     }
                 },
             }
