@@ -487,7 +487,8 @@ fn actual_answers_carry_cors_headers_on_the_fast_path() {
     ]);
     assert_created_one(&r, "m.png", &png);
     assert_app_headers(&r, "fast POST 201");
-    assert_eq!(p.wait_access("POST", "/dav/", 201)["via"], "splice");
+    let via = p.wait_access("POST", "/dav/", 201)["via"].clone();
+    assert!(via == "splice" || via == "fast", "{via}");
 
     // Refused mid-stream by the upload rules, on the splice path: declared
     // PNG, sniffed as text (415); the page reads why.
@@ -504,7 +505,8 @@ fn actual_answers_carry_cors_headers_on_the_fast_path() {
     ]);
     assert_reject(&r, 415, "type_not_allowed");
     assert_app_headers(&r, "fast PUT 415 mid-stream");
-    assert_eq!(p.wait_access("PUT", "/dav/fake.png", 415)["via"], "splice");
+    let via = p.wait_access("PUT", "/dav/fake.png", 415)["via"].clone();
+    assert!(via == "splice" || via == "fast", "{via}");
     // Too large for the file limit, found in the multipart body on the form path.
     let mut big = png_bytes();
     big.extend(random_bytes(100_000, 3));
@@ -522,7 +524,9 @@ fn actual_answers_carry_cors_headers_on_the_fast_path() {
     ]);
     assert_reject(&r, 413, "file_too_large");
     assert_app_headers(&r, "fast POST 413 mid-stream");
-    assert_eq!(p.wait_access("POST", "/dav/", 413)["via"], "splice");
+    // The fast path: "splice", or "fast" when the body came with the head.
+    let via = p.wait_access("POST", "/dav/", 413)["via"].clone();
+    assert!(via == "splice" || via == "fast", "{via}");
 
     // Downloads: relayed from the engine (splice), and from disk (sendfile).
     let r = curl(&["--http1.1", "-H", &o, &p.url("/dav/a.png")]);
@@ -654,8 +658,10 @@ async fn the_tls_listener_answers_preflights_and_carries_the_headers() {
         assert_app_headers(&r, "TLS 201");
         assert_eq!(p.wait_access("PUT", &name, 201)["via"], "tls-copy");
 
+        // A GET: an h2 upload refused before its body is read ends in a
+        // stream reset that curl may report instead of the answer.
         let mut args = tls.to_vec();
-        args.extend(["-H", &o, "-T", path_str(f.path()), &u]);
+        args.extend(["-H", &o, &u]);
         let r = curl(&args);
         assert_reject(&r, 401, "unauthorized");
         assert_app_headers(&r, "TLS 401");
