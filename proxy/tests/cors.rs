@@ -444,7 +444,7 @@ spec:
 
 #[test]
 fn actual_answers_carry_cors_headers_on_the_fast_path() {
-    let engine = engines::nginx();
+    let mut engine = engines::nginx();
     let p = Proxy::start(Some(&engine_policies(&engine)), &[]);
     let png = png_bytes();
     let f = temp_file(&png);
@@ -594,6 +594,13 @@ fn actual_answers_carry_cors_headers_on_the_fast_path() {
     assert_eq!(r.status, 200);
     assert!(r.body == png);
     assert_app_headers(&r, "raw 200 on the same connection");
+
+    // The engine gone: the fast path's 502 carries them too.
+    engine.kill();
+    let r = curl(&["--http1.1", "-H", &o, &p.url("/dav/a.png")]);
+    assert_reject(&r, 502, "backend_error");
+    assert_app_headers(&r, "fast relayed GET 502");
+    assert_eq!(p.wait_access("GET", "/dav/a.png", 502)["via"], "relay");
 }
 
 #[tokio::test]
