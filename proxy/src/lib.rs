@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod service;
+pub mod signed;
 pub mod source;
 pub mod tls;
 pub mod upload;

@@ -351,6 +351,7 @@ fn ask(req: &http1::Request) -> Ask<'_> {
         host: req.host.as_deref(),
         authorization: req.authorization.as_deref(),
         api_key: req.api_key.as_deref(),
+        query: req.query.as_deref(),
     }
 }
 
