@@ -189,11 +189,25 @@ fn parse_query(query: &str) -> Result<(Grant, String), Refused> {
     let mut max_size = None;
     let mut types = Vec::new();
     let mut sig = None;
-    let mut seen = std::collections::HashSet::new();
+    // One bit per known parameter (anything else is refused below).
+    let mut seen = 0u8;
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        if !seen.insert(k.to_string()) {
+        let bit = [
+            P_METHODS,
+            P_EXPIRES,
+            P_KEY,
+            P_KEY_PREFIX,
+            P_MAX_SIZE,
+            P_TYPES,
+            P_SIGNATURE,
+        ]
+        .iter()
+        .position(|p| *p == k)
+        .map_or(0, |i| 1u8 << i);
+        if seen & bit != 0 {
             return Err(invalid(format!("parameter {k} given twice")));
         }
+        seen |= bit;
         if v.chars().any(char::is_control) {
             return Err(invalid(format!("parameter {k} has control characters")));
         }
@@ -505,6 +519,19 @@ mod tests {
             0,
         );
         assert!(matches!(other, Err(Refused::Invalid(m)) if m.contains("does not match")));
+        let twice = format!("{q}&X-Sluice-Expires=1");
+        assert!(
+            verify_url(
+                &keys,
+                &twice,
+                "PUT",
+                "files.example.com",
+                "/up/a.png",
+                "/up/",
+                0
+            )
+            .is_err()
+        );
         let more = format!("{q}&x=1");
         assert!(
             verify_url(

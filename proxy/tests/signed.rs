@@ -160,6 +160,15 @@ fn signed_put_then_get_on_both_paths() {
     let r = curl(&["-T", path_str(f.path()), &put_url]);
     assert_created_one(&r, "a.bin", &data);
     assert_eq!(sha256_hex(&p.read_stored("s/a.bin")), sha256_hex(&data));
+    // The same URL over HTTP/2 (hyper): `:authority` is the signed host.
+    let r = curl(&[
+        "--http2-prior-knowledge",
+        "-T",
+        path_str(f.path()),
+        &put_url,
+    ]);
+    assert_created_one(&r, "a.bin", &data);
+    assert_eq!(r.version, "HTTP/2");
 
     // A download link: GET and HEAD signed, fast path (sendfile) and HTTP/2 (hyper).
     let get_url = sign(
@@ -636,27 +645,46 @@ fn signed_forms() {
         "signature_invalid",
     );
 
-    // Expired: signed by hand with an expiration in the past.
-    let policy = format!(
-        r#"{{"expiration": {}, "conditions": [{{"host": "{}"}}, ["starts-with", "$path", "/s/"]]}}"#,
-        now() - 5,
-        host(&p)
-    );
-    let (b64, sig) = {
+    // Signed by hand (this file's HMAC): expired; a minimum size.
+    let hand = |policy: String| {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD.encode(&policy);
         let mut m = <Hmac<Sha256>>::new_from_slice(NEW_KEY.as_bytes()).unwrap();
         m.update(b64.as_bytes());
-        (b64, hex::encode(m.finalize().into_bytes()))
+        let sig = hex::encode(m.finalize().into_bytes());
+        vec![
+            ("policy".to_string(), b64),
+            ("x-sluice-signature".to_string(), sig),
+        ]
     };
-    let t = vec![
-        ("policy".to_string(), b64),
-        ("x-sluice-signature".to_string(), sig),
-    ];
+    let scope = format!(
+        r#"{{"host": "{}"}}, ["starts-with", "$path", "/s/"]"#,
+        host(&p)
+    );
+    let t = hand(format!(
+        r#"{{"expiration": {}, "conditions": [{scope}]}}"#,
+        now() - 5
+    ));
     assert_reject(
         &post_form(&action, &t, f.path(), "x.png", "image/png", false),
         403,
         "signature_expired",
+    );
+    let t = hand(format!(
+        r#"{{"expiration": {}, "conditions": [{scope}, ["content-length-range", 3001, 5000]]}}"#,
+        now() + 60
+    ));
+    assert_reject(
+        &post_form(&action, &t, f.path(), "small.png", "image/png", false),
+        400,
+        "file_too_small",
+    );
+    let r = post_form(&action, &t, big.path(), "enough.png", "image/png", false);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(
+        !p.files_in_data_dir()
+            .iter()
+            .any(|f| f.contains("small.png"))
     );
 
     // success_action_redirect: 303 to it, with the key and etag (sha256).

@@ -150,6 +150,20 @@ mod tests {
     // ---- type_allowed / extension_allowed ----
 
     #[test]
+    fn narrowed_allows_what_both_lists_allow() {
+        let route = Allowlists::new(&list(&["image/*", "application/pdf"]), &[]);
+        let signed = route.narrowed(&list(&["image/png", "text/plain"]));
+        assert!(signed.type_allowed("image/png"));
+        assert!(!signed.type_allowed("image/jpeg"), "not signed");
+        assert!(!signed.type_allowed("text/plain"), "not the route's");
+        assert!(!signed.type_allowed("application/pdf"));
+        let open = Allowlists::new(&[], &[]).narrowed(&list(&["image/*"]));
+        assert!(open.type_allowed("image/gif") && !open.type_allowed("text/html"));
+        let same = route.narrowed(&[]);
+        assert!(same.type_allowed("application/pdf"));
+    }
+
+    #[test]
     fn type_allowed_empty_list_allows_all() {
         assert!(type_allowed(&[], "image/png"));
         assert!(type_allowed(&[], "garbage"));

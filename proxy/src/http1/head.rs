@@ -189,6 +189,7 @@ mod tests {
     fn fast_path_takes_plain_gets_and_sized_uploads_only() {
         let r = fast(b"GET /files/a?x=1 HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\n\r\n").unwrap();
         assert_eq!(r.path, "/files/a");
+        assert_eq!(r.query.as_deref(), Some("x=1"));
         assert_eq!(r.host.as_deref(), Some("h"));
         assert_eq!(r.range.as_deref(), Some(&b"bytes=0-1"[..]));
         assert!(r.keep_alive && !r.head);
