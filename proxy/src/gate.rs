@@ -122,21 +122,21 @@ impl<'a> Visit<'a> {
         }
     }
 
-    /// Route, then authentication.
+    /// Route, then authentication: credentials, a signed URL (checked here,
+    /// its conditions in the returned route), or a signed form to come.
     pub fn enter(&mut self, app: &App, ask: &Ask<'_>) -> Result<Pass<'a>, Reject> {
         let active = app.current.load().ok_or_else(|| {
             Reject::NoConfig(
                 "the proxy has no configuration yet; see /readyz on the admin port".into(),
             )
         })?;
-        let route = active
+        let mut route = active
             .route(ask.host, self.path)
             .ok_or(Reject::NoRoute)?
             .clone();
         self.route = Some(route.clone());
         let rel = &self.path[route.route.path_prefix.len()..];
         let mut form = None;
-        let mut route = route;
         if let Some(auth) = &route.auth {
             let signs = !auth.signing_keys().is_empty();
             let no_credentials = ask.authorization.is_none() && ask.api_key.is_none();
