@@ -50,7 +50,7 @@ pub struct RouteRt {
     /// The upload rules' type and extension allowlists, parsed.
     pub allow: Allowlists,
     /// The policy's CORS rules, ready to answer (None: no CORS headers at all).
-    pub cors: Option<Cors>,
+    pub cors: Option<Arc<Cors>>,
 }
 
 impl RouteRt {
@@ -61,6 +61,32 @@ impl RouteRt {
             fs_root: self.fs_root.as_deref(),
             s3: self.s3.as_ref(),
             client: &self.client.http,
+        }
+    }
+
+    /// This route with its upload rules narrowed by a signature's conditions
+    /// (a signed URL's or a form policy's): the smaller of the two size limits,
+    /// and types allowed by both lists, sniffed (`verifyContent`) so that a
+    /// declared type cannot pass for the signed one. Every path then enforces
+    /// them with the route's own rules. Its auth is gone: it has been checked.
+    pub fn narrowed(&self, max_size: Option<u64>, types: &[String]) -> RouteRt {
+        let mut route = self.route.clone();
+        if let Some(n) = max_size {
+            route.upload.max_file_size = route.upload.max_file_size.min(n);
+        }
+        if !types.is_empty() {
+            route.upload.verify_content = true;
+        }
+        RouteRt {
+            route,
+            fs_root: self.fs_root.clone(),
+            s3: self.s3.clone(),
+            auth: None,
+            engine: self.engine.clone(),
+            client: self.client.clone(),
+            tls_engines: self.tls_engines.clone(),
+            allow: self.allow.narrowed(types),
+            cors: self.cors.clone(),
         }
     }
 
@@ -238,7 +264,7 @@ impl Active {
                 client,
                 tls_engines,
                 allow: Allowlists::new(&r.upload.allowed_types, &r.upload.allowed_extensions),
-                cors: r.cors.as_ref().map(Cors::new),
+                cors: r.cors.as_ref().map(|c| Arc::new(Cors::new(c))),
             }));
         }
         clients.retain(
