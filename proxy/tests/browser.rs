@@ -125,8 +125,14 @@ fn start_browser() -> Result<Shared, String> {
     let log = Arc::new(Mutex::new(Vec::new()));
     let (port_tx, port_rx) = mpsc::channel();
     for out in [
-        child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>),
-        child.stderr.take().map(|o| Box::new(o) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -147,9 +153,8 @@ fn start_browser() -> Result<Shared, String> {
             }
         });
     }
-    let driver_log = |log: &Arc<Mutex<Vec<String>>>| {
-        log.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
-    };
+    let driver_log =
+        |log: &Arc<Mutex<Vec<String>>>| log.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
     let port = port_rx.recv_timeout(START_DEADLINE).map_err(|_| {
         format!(
             "chromedriver did not say its port within {START_DEADLINE:?}; output:\n{}",
@@ -320,7 +325,8 @@ struct Page {
     headers: Vec<(String, String)>,
 }
 
-const BLANK: &str = "<!doctype html><meta charset=utf-8><title>sluice test page</title><p>ready</p>";
+const BLANK: &str =
+    "<!doctype html><meta charset=utf-8><title>sluice test page</title><p>ready</p>";
 
 impl Pages {
     fn start() -> Pages {
@@ -695,7 +701,11 @@ fn disallowed_origin_is_blocked_by_the_browser() {
     );
     wait_until(
         DEADLINE,
-        || s.proxy.metric("sluice_rejections_total{rule=\"cors_not_allowed\"}") >= 1.0,
+        || {
+            s.proxy
+                .metric("sluice_rejections_total{rule=\"cors_not_allowed\"}")
+                >= 1.0
+        },
         || s.proxy.metrics(),
     );
     assert!(
@@ -704,6 +714,22 @@ fn disallowed_origin_is_blocked_by_the_browser() {
         s.proxy.access_text()
     );
     s.proxy.assert_files(&[]);
+
+    // The same request from the allowed origin (the same server under its IP) is sent
+    // and stored: the refusal was about the origin.
+    b.goto(&format!("{}/", s.pages.origin()));
+    let r = b.run(
+        FETCH_MULTIPART,
+        vec![
+            json!(s.proxy.url("/web/")),
+            json!({"X-Api-Key": API_KEY}),
+            json!(b64(&data)),
+            json!("allowed.bin"),
+        ],
+    );
+    created(&r, "allowed.bin", &data);
+    stored(&s.proxy, "web/allowed.bin", &data);
+    s.proxy.assert_files(&["web/allowed.bin"]);
 }
 
 /// c. A refusal the page can read: a file over the policy's maxFileSize answers 413
@@ -775,8 +801,16 @@ fn signed_url_fetch_put_and_xhr_progress() {
     let events = r["events"].as_array().cloned().unwrap_or_default();
     assert!(!events.is_empty(), "no upload progress events: {r}");
     let last = &events[events.len() - 1];
-    assert_eq!(last["loaded"], big.len() as u64, "last progress event: {last}");
-    assert_eq!(last["total"], big.len() as u64, "last progress event: {last}");
+    assert_eq!(
+        last["loaded"],
+        big.len() as u64,
+        "last progress event: {last}"
+    );
+    assert_eq!(
+        last["total"],
+        big.len() as u64,
+        "last progress event: {last}"
+    );
     let loaded: Vec<u64> = events.iter().filter_map(|e| e["loaded"].as_u64()).collect();
     assert!(
         loaded.windows(2).all(|w| w[0] <= w[1]),
@@ -863,14 +897,15 @@ fn form_page(action: &str, fields: &[(String, String)]) -> String {
             esc(v)
         ));
     }
-    html.push_str("<input type=file name=file id=file>\n<button type=submit id=go>Upload</button>\n</form>\n");
+    html.push_str(
+        "<input type=file name=file id=file>\n<button type=submit id=go>Upload</button>\n</form>\n",
+    );
     html
 }
 
 /// `sign-form`'s JSON object as (field, value) pairs in printed order.
 fn form_fields(json_text: &str) -> Vec<(String, String)> {
-    // Parse as a stream of tokens so the order survives whatever map type serde_json
-    // was built with.
+    // serde_json's map may be sorted: put the fields back in the printed order.
     let v: Value = serde_json::from_str(json_text)
         .unwrap_or_else(|e| panic!("sign-form printed no JSON ({e}): {json_text}"));
     let obj = v
@@ -879,7 +914,10 @@ fn form_fields(json_text: &str) -> Vec<(String, String)> {
     let mut fields: Vec<(String, String)> = obj
         .iter()
         .map(|(k, v)| {
-            let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            let v = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
             (k.clone(), v)
         })
         .collect();
@@ -918,8 +956,13 @@ fn signed_html_form_without_javascript() {
             &done,
         ],
     ));
-    s.pages.add("/form", &form_page(&action, &fields), &no_script);
-    s.pages.add("/done", "<!doctype html><title>done</title><p>uploaded</p>", &[]);
+    s.pages
+        .add("/form", &form_page(&action, &fields), &no_script);
+    s.pages.add(
+        "/done",
+        "<!doctype html><title>done</title><p>uploaded</p>",
+        &[],
+    );
     b.goto(&format!("{}/form", s.pages.origin()));
     b.send_keys("#file", path_str(&file));
     b.click("#go");
@@ -938,9 +981,17 @@ fn signed_html_form_without_javascript() {
     std::fs::write(&file2, &data2).expect("write the form's file");
     let fields = form_fields(&s.sluice(
         "sign-form",
-        &["--url", &action, "--expires", "15m", "--key-prefix", "forms/"],
+        &[
+            "--url",
+            &action,
+            "--expires",
+            "15m",
+            "--key-prefix",
+            "forms/",
+        ],
     ));
-    s.pages.add("/form2", &form_page(&action, &fields), &no_script);
+    s.pages
+        .add("/form2", &form_page(&action, &fields), &no_script);
     b.goto(&format!("{}/form2", s.pages.origin()));
     b.send_keys("#file", path_str(&file2));
     b.click("#go");
@@ -956,8 +1007,6 @@ fn signed_html_form_without_javascript() {
     assert_eq!(objects.len(), 1, "{v}");
     assert_object(&objects[0], "forms/form-json.bin", &data2);
     stored(&s.proxy, "signed/forms/form-json.bin", &data2);
-    s.proxy.assert_files(&[
-        "signed/forms/form-json.bin",
-        "signed/forms/form-upload.bin",
-    ]);
+    s.proxy
+        .assert_files(&["signed/forms/form-json.bin", "signed/forms/form-upload.bin"]);
 }
