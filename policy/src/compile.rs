@@ -19,15 +19,30 @@ use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
 
 use crate::config::{
-    Backend, EngineTls, JwtRule, ProxyConfig, Route, RouteAuth, S3Credentials, Spool, UploadRules,
+    Backend, EngineTls, JwtRule, ProxyConfig, Route, RouteAuth, RouteCors, S3Credentials, Spool,
+    UploadRules,
 };
-use crate::crd::{BackendSpec, EngineTlsSpec, UploadPolicy, UploadPolicySpec};
+use crate::crd::{BackendSpec, CorsSpec, EngineTlsSpec, UploadPolicy, UploadPolicySpec};
 use crate::quantity::parse_bytes;
 
 /// Used when a policy omits `upload.maxFileSize`.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 30;
 /// Used when a policy omits `upload.maxFiles`.
 pub const DEFAULT_MAX_FILES: u32 = 10;
+/// Used when `cors` omits `allowedMethods`: the methods sluice serves.
+pub const DEFAULT_CORS_METHODS: &[&str] = &["GET", "HEAD", "PUT", "POST"];
+/// Used when `cors` omits `allowedHeaders`: the request headers sluice reads.
+pub const DEFAULT_CORS_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "content-type",
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+];
 
 /// `namespace/name`.
 pub type PolicyKey = String;
@@ -219,7 +234,201 @@ fn compile_one<S: Borrow<Secret>>(p: &UploadPolicy, secrets: &[S]) -> Result<Rou
         upload,
         download_enabled: spec.download.enabled,
         auth,
+        cors: spec
+            .cors
+            .as_ref()
+            .map(compile_cors)
+            .transpose()
+            .map_err(Outcome::Invalid)?,
     })
+}
+
+/// `spec.cors` with its defaults filled in and names normalised, then checked
+/// (`validate_cors`). Origins are kept as written, so that one in capitals is
+/// reported rather than silently matched.
+pub fn compile_cors(c: &CorsSpec) -> Result<RouteCors, String> {
+    fn dedup(v: impl IntoIterator<Item = String>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for x in v {
+            if !out.contains(&x) {
+                out.push(x);
+            }
+        }
+        out
+    }
+    let methods: Vec<String> = if c.allowed_methods.is_empty() {
+        DEFAULT_CORS_METHODS.iter().map(|m| m.to_string()).collect()
+    } else {
+        c.allowed_methods
+            .iter()
+            .map(|m| m.trim().to_string())
+            .collect()
+    };
+    let headers: Vec<String> = match &c.allowed_headers {
+        None => DEFAULT_CORS_HEADERS.iter().map(|h| h.to_string()).collect(),
+        Some(h) => h.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
+    };
+    let out = RouteCors {
+        allowed_origins: dedup(c.allowed_origins.iter().map(|o| o.trim().to_string())),
+        allowed_methods: dedup(methods),
+        allowed_headers: dedup(headers),
+        expose_headers: dedup(
+            c.expose_headers
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase()),
+        ),
+        max_age: c.max_age,
+        allow_credentials: c.allow_credentials,
+    };
+    validate_cors(&out)?;
+    Ok(out)
+}
+
+/// A route's CORS rules as the Fetch standard lets a browser use them; the
+/// first problem, naming the field.
+pub fn validate_cors(c: &RouteCors) -> Result<(), String> {
+    if c.allowed_origins.is_empty() {
+        return Err(
+            "cors.allowedOrigins: name at least one origin (https://app.example.com) or \"*\", or leave cors out"
+                .into(),
+        );
+    }
+    for (i, o) in c.allowed_origins.iter().enumerate() {
+        if o != "*" {
+            validate_origin(o).map_err(|e| format!("cors.allowedOrigins[{i}]: {o:?} {e}"))?;
+        }
+    }
+    if c.allow_credentials {
+        // A browser refuses `*` in any of these on a request with credentials
+        // (Fetch, "CORS protocol and credentials"): the policy could never work.
+        let star = |v: &[String]| v.iter().any(|x| x == "*");
+        for (field, v) in [
+            ("allowedOrigins", &c.allowed_origins),
+            ("allowedHeaders", &c.allowed_headers),
+            ("exposeHeaders", &c.expose_headers),
+        ] {
+            if star(v) {
+                return Err(format!(
+                    "cors.{field}: \"*\" cannot be combined with cors.allowCredentials: true \
+                     (browsers refuse a wildcard on requests with credentials); name them exactly"
+                ));
+            }
+        }
+    }
+    for (i, m) in c.allowed_methods.iter().enumerate() {
+        if !matches!(m.as_str(), "GET" | "HEAD" | "PUT" | "POST" | "OPTIONS") {
+            return Err(format!(
+                "cors.allowedMethods[{i}]: {m:?} is not a method sluice serves; \
+                 use GET, HEAD, PUT, POST (upper case: methods are case-sensitive)"
+            ));
+        }
+    }
+    for (field, v) in [
+        ("allowedHeaders", &c.allowed_headers),
+        ("exposeHeaders", &c.expose_headers),
+    ] {
+        for (i, h) in v.iter().enumerate() {
+            if h != "*" && !is_token(h) {
+                return Err(format!("cors.{field}[{i}]: {h:?} is not a header name"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An HTTP token (RFC 9110): header names and methods.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// An origin as a browser serialises it in `Origin`: `scheme://host[:port]`,
+/// lowercase, no default port. Anything else never matches a request, so it
+/// is refused here rather than silently ignored. The reason, without the value.
+fn validate_origin(o: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return Err(
+            "is not an origin: write scheme://host[:port], such as https://app.example.com".into(),
+        );
+    };
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !scheme_ok {
+        return Err(format!("has no valid scheme ({scheme:?})"));
+    }
+    if rest.is_empty() {
+        return Err("has no host".into());
+    }
+    if rest.contains(['/', '?', '#']) {
+        return Err(
+            "has a path, a trailing slash, a query or a fragment: an origin is scheme://host[:port] only"
+                .into(),
+        );
+    }
+    if rest.contains('@') {
+        return Err("has user information: an origin is scheme://host[:port] only".into());
+    }
+    if o.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "has capitals: browsers send origins in lower case ({:?}), and origins are compared exactly",
+            o.to_ascii_lowercase()
+        ));
+    }
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) = v6
+                .split_once(']')
+                .ok_or_else(|| "has an IPv6 address without its closing ']'".to_string())?;
+            if addr.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("has {addr:?}, which is not an IPv6 address"));
+            }
+            match after {
+                "" => (None, None),
+                p => match p.strip_prefix(':') {
+                    Some(p) => (None, Some(p)),
+                    None => {
+                        return Err("has something after the IPv6 address that is not a port".into());
+                    }
+                },
+            }
+        }
+        None => match rest.rsplit_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(rest), None),
+        },
+    };
+    if let Some(h) = host {
+        let ok = h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+        if !ok || h.len() > 253 {
+            return Err(format!(
+                "has {h:?}, which is not a host name or IPv4 address"
+            ));
+        }
+    }
+    if let Some(p) = port {
+        let n: u16 = p
+            .parse()
+            .ok()
+            .filter(|n| *n > 0 && !p.starts_with('0'))
+            .ok_or_else(|| format!("has port {p:?}, which is not a port number (1-65535)"))?;
+        if (scheme == "https" && n == 443) || (scheme == "http" && n == 80) {
+            return Err(format!(
+                "names the default port: browsers leave it out of Origin, so write {scheme}://{}",
+                host.unwrap_or("host")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A Secret's data by name, or the outcome that explains why there is none.
@@ -519,6 +728,9 @@ fn validate_rest(spec: &UploadPolicySpec) -> Result<(), String> {
                 "upload.allowedExtensions: {e:?} is not a file extension"
             ));
         }
+    }
+    if let Some(c) = &spec.cors {
+        compile_cors(c)?;
     }
     if let Some(a) = &spec.auth {
         if a.api_keys.is_none() && a.jwt.is_none() {

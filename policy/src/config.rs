@@ -33,6 +33,26 @@ pub struct Route {
     pub download_enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<RouteAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<RouteCors>,
+}
+
+/// A route's CORS rules, defaults filled in and names normalised: origins as
+/// given (validated: lowercase `scheme://host[:port]` or `*`), methods
+/// upper-case, header names lowercase, duplicates dropped.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteCors {
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    /// The policy's `exposeHeaders` only; the proxy adds the ones it always exposes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u32>,
+    #[serde(default)]
+    pub allow_credentials: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -183,6 +203,9 @@ impl ProxyConfig {
             if let Backend::Fs { root } = &r.backend {
                 crate::compile::validate_fs_root(root).map_err(at)?;
             }
+            if let Some(c) = &r.cors {
+                crate::compile::validate_cors(c).map_err(at)?;
+            }
             let hosts = if r.hosts.is_empty() {
                 vec![String::new()]
             } else {
@@ -284,6 +307,7 @@ mod tests {
             },
             download_enabled: true,
             auth: None,
+            cors: None,
         }
     }
 

@@ -54,6 +54,43 @@ pub struct UploadPolicySpec {
     /// Credentials required for upload and download. Absent: anonymous access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+    /// Cross-origin requests from web pages (the Fetch standard's CORS protocol):
+    /// preflights answered before auth, and the `Access-Control-*` headers on
+    /// every answer to an allowed origin. Absent: no CORS headers at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsSpec>,
+}
+
+/// Which web pages may call this policy's prefix from another origin.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsSpec {
+    /// Exact origins, `scheme://host[:port]` as browsers send them (lowercase, no
+    /// path, no trailing slash, no default port), or `"*"` for any origin (not with
+    /// `allowCredentials`).
+    pub allowed_origins: Vec<String>,
+    /// Methods a preflight may ask for. Default: GET, HEAD, PUT, POST (the methods
+    /// sluice serves); OPTIONS, the preflight itself, is always answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_methods: Vec<String>,
+    /// Request headers a page may send (case-insensitive), or `"*"` for any but
+    /// `Authorization`, which is always named (not with `allowCredentials`).
+    /// Default: the headers sluice reads: authorization, x-api-key,
+    /// content-type, range, if-match, if-none-match, if-modified-since,
+    /// if-unmodified-since, if-range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_headers: Option<Vec<String>>,
+    /// Response headers a page may read besides the ones sluice always exposes
+    /// (etag, content-range, accept-ranges, retry-after, allow, www-authenticate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// Seconds a browser may cache a preflight's answer (browsers cap it: Chromium at 7200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u32>,
+    /// Let pages send cookies and HTTP authentication (`credentials: "include"`)
+    /// and read the answers. Default false.
+    #[serde(default)]
+    pub allow_credentials: bool,
 }
 
 /// Exactly one of `fs`, `http`, `s3`.

@@ -22,7 +22,8 @@ pub mod quantity;
 
 pub use compile::{Compiled, Outcome, PolicyKey, compile};
 pub use config::{
-    Backend, Checksum, HttpMode, Naming, ProxyConfig, Route, RouteAuth, S3Credentials, UploadRules,
+    Backend, Checksum, HttpMode, Naming, ProxyConfig, Route, RouteAuth, RouteCors, S3Credentials,
+    UploadRules,
 };
 pub use crd::{UploadPolicy, UploadPolicySpec, UploadPolicyStatus};
 pub use load::{Folder, NotAccepted, compile_folder};

@@ -9,6 +9,11 @@
 use http::StatusCode;
 use serde::Serialize;
 
+/// The request headers a preflight's answer depends on (RFC 9110 `Vary`),
+/// whether it allows or refuses.
+pub const PREFLIGHT_VARY: &str =
+    "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Reject {
     #[error("no policy covers this host and path")]
@@ -87,6 +92,8 @@ pub enum Reject {
     BackendTimeout(String),
     #[error("file exceeds the {limit} bytes this route can spool before sending")]
     SpoolFull { limit: u64 },
+    #[error("CORS preflight refused: {0}")]
+    CorsNotAllowed(String),
 }
 
 impl Reject {
@@ -96,7 +103,10 @@ impl Reject {
             NoRoute | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Unauthorized => StatusCode::UNAUTHORIZED,
-            Forbidden(_) | DownloadDisabled(_) => StatusCode::FORBIDDEN,
+            // A refused preflight: 403 and no Access-Control-Allow-* headers,
+            // which the Fetch standard suggests for "not shared"; the browser
+            // fails the preflight on the missing headers whatever the status.
+            Forbidden(_) | DownloadDisabled(_) | CorsNotAllowed(_) => StatusCode::FORBIDDEN,
             LengthRequired => StatusCode::LENGTH_REQUIRED,
             RequestTooLarge { .. }
             | FileTooLarge { .. }
@@ -161,6 +171,7 @@ impl Reject {
             Backend { .. } => "backend_error",
             BackendTimeout(_) => "backend_timeout",
             SpoolFull { .. } => "spool_exceeded",
+            CorsNotAllowed(_) => "cors_not_allowed",
         }
     }
 
@@ -176,6 +187,7 @@ impl Reject {
                 vec![("retry-after", "1".into())]
             }
             Reject::NoConfig(_) => vec![("retry-after", "5".into())],
+            Reject::CorsNotAllowed(_) => vec![("vary", PREFLIGHT_VARY.into())],
             _ => vec![],
         }
     }

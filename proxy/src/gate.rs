@@ -2,7 +2,11 @@
 //!
 //! ```text
 //!   Visit::new(method, path, peer)
-//!     enter(host, credentials) -> route (host, longest prefix) -> auth -> Pass
+//!     enter(host, credentials) -> route (host, longest prefix)
+//!                              -> CORS: a preflight is answered here, before auth
+//!                                 (it carries no credentials); any other request's
+//!                                 Origin decides the CORS headers of its answers
+//!                              -> auth -> Pass
 //!     admit(peer)              -> a Permit (transfer caps), once a transfer starts
 //!   Visit::record(outcome)     -> one access-log line, request and rejection metrics
 //! ```
@@ -12,12 +16,17 @@
 //! every request must pass (CORS, signed URLs) belongs in `enter`, written
 //! once for both paths. `upload` and `download` sit above it and ask it for
 //! admission when their transfer starts.
+//!
+//! Every answer a request gets, success or refusal, on either path, carries
+//! `Visit::cors_headers()`: the writers append that one list, so a page can
+//! read why it was refused.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::app::App;
+use crate::cors::{self, Decision};
 use crate::error::Reject;
 use crate::limits::Permit;
 use crate::metrics::RequestLabels;
@@ -29,12 +38,20 @@ pub struct Ask<'a> {
     pub host: Option<&'a str>,
     pub authorization: Option<&'a [u8]>,
     pub api_key: Option<&'a [u8]>,
+    /// `Origin`.
+    pub origin: Option<&'a [u8]>,
+    /// `Access-Control-Request-Method` and `-Headers`: only a preflight has them.
+    pub request_method: Option<&'a [u8]>,
+    pub request_headers: Option<&'a [u8]>,
 }
 
 /// A request the gate let through: its route, and its path past the route's prefix.
 pub struct Pass<'a> {
     pub route: Arc<RouteRt>,
     pub rel: &'a str,
+    /// A CORS preflight the policy allows: answer `204` with these headers
+    /// and nothing else (it passed no auth). Only ever for `OPTIONS`.
+    pub preflight: Option<Vec<(&'static str, String)>>,
 }
 
 /// How a request ended, for the record.
@@ -87,6 +104,8 @@ pub struct Visit<'a> {
     /// The route it was matched to, even when it was then refused: the
     /// record names its policy.
     route: Option<Arc<RouteRt>>,
+    /// The CORS headers its answers carry, decided once the route is known.
+    cors: Option<Decision>,
 }
 
 impl<'a> Visit<'a> {
@@ -97,10 +116,11 @@ impl<'a> Visit<'a> {
             peer,
             started: Instant::now(),
             route: None,
+            cors: None,
         }
     }
 
-    /// Route, then authentication.
+    /// Route, then CORS (a preflight ends here), then authentication.
     pub fn enter(&mut self, app: &App, ask: &Ask<'_>) -> Result<Pass<'a>, Reject> {
         let active = app.current.load().ok_or_else(|| {
             Reject::NoConfig(
@@ -112,11 +132,39 @@ impl<'a> Visit<'a> {
             .ok_or(Reject::NoRoute)?
             .clone();
         self.route = Some(route.clone());
+        let rel = &self.path[route.route.path_prefix.len()..];
+        if let Some(c) = &route.cors {
+            if self.method == "OPTIONS"
+                && let (Some(origin), Some(method)) = (ask.origin, ask.request_method)
+            {
+                let headers = c
+                    .preflight(origin, method, ask.request_headers)
+                    .map_err(Reject::CorsNotAllowed)?;
+                return Ok(Pass {
+                    route,
+                    rel,
+                    preflight: Some(headers),
+                });
+            }
+            self.cors = Some(c.actual(ask.origin));
+        }
         if let Some(auth) = &route.auth {
             auth.check(ask.authorization, ask.api_key)?;
         }
-        let rel = &self.path[route.route.path_prefix.len()..];
-        Ok(Pass { route, rel })
+        Ok(Pass {
+            route,
+            rel,
+            preflight: None,
+        })
+    }
+
+    /// The CORS headers of every answer to this request (none when its
+    /// policy has no `cors`, or before a route was found).
+    pub fn cors_headers(&self) -> cors::Headers<'_> {
+        match (&self.route, self.cors) {
+            (Some(r), Some(d)) => r.cors.as_ref().map(|c| c.headers(d)).unwrap_or_default(),
+            _ => cors::Headers::default(),
+        }
     }
 
     /// The policy of the route matched, or "" before one was.

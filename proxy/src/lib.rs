@@ -4,7 +4,7 @@
 //!   client --TCP--> server (listener; http1 heads; fast path: GET/HEAD by
 //!                     |     sendfile or splice, PUT and form POST to an http engine by splice)
 //!                     \--> hyper --> service
-//!   both paths -> gate (route, auth, admission, record)
+//!   both paths -> gate (route, CORS, auth, admission, record)
 //!              -> upload (multipart -> filters -> backend pipe) | download (semantics -> body)
 //!   admin port --> /metrics /healthz /readyz, the operator's push; source: where config comes from
 //!   runtime: the current ProxyConfig, swapped atomically on reload
@@ -22,6 +22,7 @@ pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod body;
+pub mod cors;
 pub mod download;
 pub mod error;
 pub mod filters;

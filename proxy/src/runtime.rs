@@ -24,6 +24,7 @@ use crate::backend::credentials::Chain;
 use crate::backend::s3::{Keys, S3Target};
 use crate::backend::tls::{Clients, EngineClient};
 use crate::backend::upstream::Origin;
+use crate::cors::Cors;
 use crate::filters::Allowlists;
 use crate::metrics::{Metrics, ResultLabels, VersionLabels};
 
@@ -48,6 +49,8 @@ pub struct RouteRt {
     pub tls_engines: Vec<http::Uri>,
     /// The upload rules' type and extension allowlists, parsed.
     pub allow: Allowlists,
+    /// The policy's CORS rules, ready to answer (None: no CORS headers at all).
+    pub cors: Option<Cors>,
 }
 
 impl RouteRt {
@@ -235,6 +238,7 @@ impl Active {
                 client,
                 tls_engines,
                 allow: Allowlists::new(&r.upload.allowed_types, &r.upload.allowed_extensions),
+                cors: r.cors.as_ref().map(Cors::new),
             }));
         }
         clients.retain(

@@ -45,7 +45,7 @@ use crate::download::{self, Answer, remote, semantics::RequestHeaders};
 use crate::error::Reject;
 use crate::filters;
 use crate::gate::{self, Ask, Outcome, Transport, Visit};
-use crate::http1::response::{self, finish_head, push_header, status_line};
+use crate::http1::response::{self, finish_head, push_header, push_headers, status_line};
 use crate::http1::{self, LINGER_BYTES, LINGER_TIME, Parsed, replay::Replay};
 use crate::service;
 use crate::tls::Tls;
@@ -137,7 +137,7 @@ async fn connection(
                 HeadRead::Closed => return,
                 HeadRead::TooLarge => {
                     let r = Reject::HeadTooLarge(app.settings.max_head);
-                    write_reject(&mut stream, &mut scratch, &r, false).await;
+                    write_reject(&mut stream, &mut scratch, &r, false, &[]).await;
                     return;
                 }
                 HeadRead::Other | HeadRead::Complete(_, None) => break,
@@ -345,12 +345,16 @@ fn engine_over_tls(app: &App, req: &http1::Request) -> bool {
     })
 }
 
-/// What a fast-path request presents at the gate.
+/// What a fast-path request presents at the gate. Never a CORS preflight:
+/// that is an OPTIONS, which hyper serves.
 fn ask(req: &http1::Request) -> Ask<'_> {
     Ask {
         host: req.host.as_deref(),
         authorization: req.authorization.as_deref(),
         api_key: req.api_key.as_deref(),
+        origin: req.origin.as_deref(),
+        request_method: None,
+        request_headers: None,
     }
 }
 
@@ -375,6 +379,7 @@ async fn serve_fast(
     let outcome: Result<(u16, u64, bool), Reject> = async {
         let pass = visit.enter(app, &ask(req))?;
         let (route, rel) = (&pass.route, pass.rel);
+        let cors = visit.cors_headers();
         if !matches!(route.route.backend, Backend::Fs { .. }) {
             via = "relay";
             if !route.route.download_enabled {
@@ -391,6 +396,7 @@ async fn serve_fast(
                 scratch,
                 req.keep_alive,
                 peer,
+                cors.as_slice(),
             )
             .await?;
             via = r.via;
@@ -401,7 +407,17 @@ async fn serve_fast(
             (Answer::Body { .. }, false) => Some(gate::admit(app, peer)?),
             _ => None,
         };
-        Ok(send_file(app, stream, scratch, peer, answer, req.head, req.keep_alive).await)
+        Ok(send_file(
+            app,
+            stream,
+            scratch,
+            peer,
+            answer,
+            req.head,
+            req.keep_alive,
+            cors.as_slice(),
+        )
+        .await)
     }
     .await;
     let (status, bytes, rule, keep) = match outcome {
@@ -411,7 +427,7 @@ async fn serve_fast(
                 tracing::error!(error = %r, path = %req.path, "backend failure");
             }
             let keep = req.keep_alive && !req.head;
-            let ok = write_reject(stream, scratch, &r, keep).await;
+            let ok = write_reject(stream, scratch, &r, keep, visit.cors_headers().as_slice()).await;
             (r.status().as_u16(), 0, Some(r.rule()), ok && keep)
         }
     };
@@ -444,6 +460,7 @@ async fn serve_upload(
     req: &http1::Request,
     plan: Upload,
 ) -> bool {
+    let cors = visit.cors_headers();
     let ran = match plan {
         Upload::Put(p) => upload::splice::run(app, stream, buf, p).await,
         Upload::Post(p) => upload::form::run(app, stream, buf, p).await,
@@ -451,7 +468,7 @@ async fn serve_upload(
     let (status, bytes, rule, keep, via) = match ran {
         Ok((stored, spliced)) => {
             let body = stored.counted(&app.metrics, if spliced { "splice" } else { "copy" });
-            response::json(scratch, 201, &body, req.keep_alive);
+            response::json(scratch, 201, &body, req.keep_alive, cors.as_slice());
             let ok = stream.write_all(scratch).await.is_ok();
             let via = if spliced { "splice" } else { "fast" };
             (201, stored.bytes(), None, ok && req.keep_alive, via)
@@ -464,7 +481,7 @@ async fn serve_upload(
                 tracing::error!(error = %reject, path = %req.path, "backend failure");
             }
             let keep = req.keep_alive && body == BodyRead::Read;
-            let ok = write_reject(stream, scratch, &reject, keep).await;
+            let ok = write_reject(stream, scratch, &reject, keep, cors.as_slice()).await;
             if ok && body == BodyRead::Partial {
                 linger(stream, scratch).await;
             }
@@ -484,14 +501,15 @@ async fn serve_upload(
     keep
 }
 
-/// Writes a refusal whole; false when the client is gone.
+/// Writes a refusal whole, with the request's CORS headers; false when the client is gone.
 async fn write_reject(
     stream: &mut TcpStream,
     scratch: &mut Vec<u8>,
     r: &Reject,
     keep: bool,
+    cors: &[(&str, &str)],
 ) -> bool {
-    response::reject(scratch, r, keep);
+    response::reject(scratch, r, keep, cors);
     stream.write_all(scratch).await.is_ok()
 }
 
@@ -513,7 +531,9 @@ async fn linger(stream: &mut TcpStream, scratch: &mut Vec<u8>) {
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
-/// The fs answer on the fast path: head, then sendfile(2). Returns (status, bytes, keep-alive).
+/// The fs answer on the fast path: head (with the request's CORS headers),
+/// then sendfile(2). Returns (status, bytes, keep-alive).
+#[allow(clippy::too_many_arguments)]
 async fn send_file(
     app: &App,
     stream: &mut TcpStream,
@@ -522,6 +542,7 @@ async fn send_file(
     answer: Answer,
     head: bool,
     keep_alive: bool,
+    cors: &[(&str, &str)],
 ) -> (u16, u64, bool) {
     let status = answer.status();
     scratch.clear();
@@ -529,6 +550,7 @@ async fn send_file(
     for (k, v) in answer.headers() {
         push_header(scratch, k, &v);
     }
+    push_headers(scratch, cors);
     finish_head(scratch, keep_alive);
     if stream.write_all(scratch).await.is_err() {
         return (status, 0, false);

@@ -2,10 +2,11 @@
 //! HTTP/1.0, chunked uploads, and whatever else the fast path leaves).
 //!
 //! ```text
-//!   gate: route (host, path) -> auth -> method:
+//!   gate: route (host, path) -> CORS (an allowed preflight: 204 here) -> auth -> method:
 //!     GET/HEAD -> download::answer -> file body | download::remote::via_hyper
 //!     POST     -> early 413 from Content-Length -> admit -> upload::multipart
 //!     PUT      -> 411/early 413 -> admit -> upload::put
+//!   every answer  -> the gate's CORS headers appended (`Visit::cors_headers`)
 //!   every outcome -> the gate's record (one access-log line, metrics; via "hyper",
 //!                    or "tls-copy" on a TLS connection: `gate::Transport`)
 //! ```
@@ -47,7 +48,7 @@ pub async fn handle(
     let mut visit = Visit::new(&method, &path, peer);
     let req = BodySlot::wrap(req);
     let slot = req.body().clone();
-    let (resp, bytes, rule) = match dispatch(&app, peer, transport, req, &mut visit).await {
+    let (mut resp, bytes, rule) = match dispatch(&app, peer, transport, req, &mut visit).await {
         Ok((resp, bytes)) => (resp, bytes, None),
         Err(r) => {
             slot.linger();
@@ -57,6 +58,12 @@ pub async fn handle(
             (reject_response(&r), 0, Some(r.rule()))
         }
     };
+    // Successes and refusals alike, so a page can read why it was refused.
+    for (k, v) in visit.cors_headers().as_slice() {
+        if let Ok(v) = http::HeaderValue::from_str(v) {
+            resp.headers_mut().append(*k, v);
+        }
+    }
     visit.record(
         &app,
         Outcome {
@@ -91,8 +98,14 @@ async fn dispatch(
             host: host.as_deref(),
             authorization: header(&req, "authorization"),
             api_key: header(&req, "x-api-key"),
+            origin: header(&req, "origin"),
+            request_method: header(&req, "access-control-request-method"),
+            request_headers: header(&req, "access-control-request-headers"),
         },
     )?;
+    if let Some(headers) = pass.preflight {
+        return Ok((full(StatusCode::NO_CONTENT, headers, Vec::new()), 0));
+    }
     let (route, rel) = (pass.route, pass.rel);
     match *req.method() {
         Method::GET | Method::HEAD => download_hyper(app, &route, rel, req, peer, transport).await,

@@ -470,3 +470,164 @@ fn s3_keys_come_from_the_secret_or_the_proxys_chain() {
     let c = compile(&[policy("with", 0, with)], NO_SECRETS);
     assert_eq!(c.outcomes["ns/with"].reason(), "SecretNotFound");
 }
+
+fn cors_outcome(cors: &str) -> Outcome {
+    let c = compile(
+        &[policy("a", 0, &format!("{FS}cors: {cors}\n"))],
+        NO_SECRETS,
+    );
+    c.outcomes["ns/a"].clone()
+}
+
+#[test]
+fn cors_defaults_and_normalisation() {
+    let y = format!(
+        "{FS}cors:\n  allowedOrigins: [\"https://app.example.com\", \"http://localhost:5173\", \"capacitor://localhost\", \"http://[::1]:8080\"]\n  allowedHeaders: [X-Api-Key, \" Content-Type \", x-api-key]\n  exposeHeaders: [X-Request-Id]\n  maxAge: 600\n"
+    );
+    let c = compile(&[policy("a", 0, &y)], NO_SECRETS);
+    assert_eq!(c.outcomes["ns/a"], Outcome::Accepted);
+    let cors = c.config.routes[0].cors.clone().expect("cors compiled");
+    assert_eq!(cors.allowed_methods, ["GET", "HEAD", "PUT", "POST"]);
+    assert_eq!(cors.allowed_headers, ["x-api-key", "content-type"]);
+    assert_eq!(cors.expose_headers, ["x-request-id"]);
+    assert_eq!(cors.max_age, Some(600));
+    assert!(!cors.allow_credentials);
+    assert_eq!(cors.allowed_origins.len(), 4);
+    // The push format carries it, and a pushed config is checked the same way.
+    let json = serde_json::to_string(&c.config).unwrap();
+    assert!(json.contains("\"allowedOrigins\""), "{json}");
+    let back: ProxyConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.check(), Ok(()));
+    let mut bad = back.clone();
+    bad.routes[0].cors.as_mut().unwrap().allowed_origins = vec!["https://x/".into()];
+    let bad = ProxyConfig::new(bad.routes);
+    assert!(bad.check().unwrap_err().contains("cors.allowedOrigins[0]"));
+
+    let d = compile(
+        &[policy(
+            "a",
+            0,
+            &format!("{FS}cors: {{allowedOrigins: [\"*\"]}}\n"),
+        )],
+        NO_SECRETS,
+    );
+    let cors = d.config.routes[0].cors.clone().unwrap();
+    assert_eq!(cors.allowed_headers, DEFAULT_CORS_HEADERS);
+    assert!(
+        compile(&[policy("a", 0, FS)], NO_SECRETS).config.routes[0]
+            .cors
+            .is_none()
+    );
+}
+
+#[test]
+fn cors_origins_are_validated_naming_what_is_wrong_and_where() {
+    for (origins, want) in [
+        (
+            r#"["https://app.example.com/"]"#,
+            "allowedOrigins[0]: \"https://app.example.com/\" has a path, a trailing slash",
+        ),
+        (
+            r#"["https://a.example", "https://app.example.com/upload"]"#,
+            "allowedOrigins[1]: \"https://app.example.com/upload\" has a path",
+        ),
+        (
+            r#"["https://App.Example.com"]"#,
+            "has capitals: browsers send origins in lower case (\"https://app.example.com\")",
+        ),
+        (r#"["HTTPS://app.example.com"]"#, "has capitals"),
+        (
+            r#"["app.example.com"]"#,
+            "is not an origin: write scheme://host[:port]",
+        ),
+        (
+            r#"["https://app.example.com:443"]"#,
+            "names the default port: browsers leave it out of Origin, so write https://app.example.com",
+        ),
+        (r#"["http://app.example.com:80"]"#, "default port"),
+        (r#"["https://app.example.com:99999"]"#, "port \"99999\""),
+        (r#"["https://user@app.example.com"]"#, "user information"),
+        (r#"["https://"]"#, "has no host"),
+        (r#"["https://bad_host.example"]"#, "not a host name"),
+        (r#"["null"]"#, "is not an origin"),
+        (r#"[]"#, "cors.allowedOrigins: name at least one origin"),
+    ] {
+        let o = cors_outcome(&format!("{{allowedOrigins: {origins}}}"));
+        let Outcome::Invalid(m) = &o else {
+            panic!("{origins}: {o:?}")
+        };
+        assert!(m.contains(want), "{origins}: {m}");
+        assert!(m.starts_with("cors."), "{m}");
+    }
+    for ok in [
+        "https://app.example.com:8443",
+        "http://127.0.0.1:3000",
+        "http://[::1]",
+    ] {
+        assert_eq!(
+            cors_outcome(&format!("{{allowedOrigins: [\"{ok}\"]}}")),
+            Outcome::Accepted,
+            "{ok}"
+        );
+    }
+}
+
+#[test]
+fn cors_wildcards_with_credentials_are_refused() {
+    for (field, cors) in [
+        (
+            "cors.allowedOrigins",
+            r#"{allowedOrigins: ["*"], allowCredentials: true}"#,
+        ),
+        (
+            "cors.allowedHeaders",
+            r#"{allowedOrigins: ["https://a.example"], allowedHeaders: ["*"], allowCredentials: true}"#,
+        ),
+        (
+            "cors.exposeHeaders",
+            r#"{allowedOrigins: ["https://a.example"], exposeHeaders: ["*"], allowCredentials: true}"#,
+        ),
+    ] {
+        let o = cors_outcome(cors);
+        assert_eq!(o.reason(), "Invalid", "{cors}");
+        let m = o.message();
+        assert!(
+            m.starts_with(&format!(
+                "{field}: \"*\" cannot be combined with cors.allowCredentials: true"
+            )),
+            "{m}"
+        );
+    }
+    assert_eq!(
+        cors_outcome(r#"{allowedOrigins: ["*"], allowedHeaders: ["*"], exposeHeaders: ["*"]}"#),
+        Outcome::Accepted
+    );
+    assert_eq!(
+        cors_outcome(r#"{allowedOrigins: ["https://a.example"], allowCredentials: true}"#),
+        Outcome::Accepted
+    );
+}
+
+#[test]
+fn cors_methods_and_headers_are_validated() {
+    let m = cors_outcome(r#"{allowedOrigins: ["*"], allowedMethods: [PUT, delete]}"#).message();
+    assert!(
+        m.starts_with("cors.allowedMethods[1]: \"delete\" is not a method sluice serves"),
+        "{m}"
+    );
+    let m = cors_outcome(r#"{allowedOrigins: ["*"], allowedMethods: [put]}"#).message();
+    assert!(m.contains("upper case"), "{m}");
+    let m = cors_outcome(r#"{allowedOrigins: ["*"], allowedHeaders: ["x api key"]}"#).message();
+    assert!(
+        m.starts_with("cors.allowedHeaders[0]: \"x api key\" is not a header name"),
+        "{m}"
+    );
+    let m = cors_outcome(r#"{allowedOrigins: ["*"], exposeHeaders: ["a:b"]}"#).message();
+    assert!(m.starts_with("cors.exposeHeaders[0]"), "{m}");
+    assert_eq!(
+        cors_outcome(
+            r#"{allowedOrigins: ["*"], allowedMethods: [PUT, OPTIONS], allowedHeaders: []}"#
+        ),
+        Outcome::Accepted
+    );
+}

@@ -151,12 +151,12 @@ fn a_misspelled_field_is_refused_with_the_nearest_known_one() {
     // Several slips: the first is the field, the message names them all.
     let n = only_refusal(&policy(
         "p",
-        &format!("{}, cors: {{}}, upload: {{maxFileSzie: 1Mi}}", fs("/a/")),
+        &format!("{}, quota: {{}}, upload: {{maxFileSzie: 1Mi}}", fs("/a/")),
     ));
-    assert_eq!(n.field.as_deref(), Some("spec.cors"));
+    assert_eq!(n.field.as_deref(), Some("spec.quota"));
     assert_eq!(
         n.message,
-        "unknown field \"spec.cors\"; unknown field \"spec.upload.maxFileSzie\" (did you mean \"maxFileSize\"?)"
+        "unknown field \"spec.quota\"; unknown field \"spec.upload.maxFileSzie\" (did you mean \"maxFileSize\"?)"
     );
     // Case slips count as close too.
     let n = only_refusal(&policy("p", "pathprefix: /a/, backend: {fs: {root: x}}"));
@@ -168,10 +168,10 @@ fn a_misspelled_field_is_refused_with_the_nearest_known_one() {
 fn an_unknown_field_far_from_any_known_one_has_no_nearest() {
     let n = only_refusal(&policy(
         "p",
-        &format!("{}, cors: {{origins: ['*']}}", fs("/a/")),
+        &format!("{}, quota: {{origins: ['*']}}", fs("/a/")),
     ));
     assert_eq!(n.reason, "UnknownField");
-    assert_eq!(n.field.as_deref(), Some("spec.cors"));
+    assert_eq!(n.field.as_deref(), Some("spec.quota"));
     assert_eq!(n.nearest, None);
     // Unknown at the top and in metadata too; null does not hide one.
     let top = format!("{}colour: blue\n", policy("p", &fs("/a/")));
@@ -182,8 +182,8 @@ fn an_unknown_field_far_from_any_known_one_has_no_nearest() {
         (n.field.as_deref(), n.nearest.as_deref()),
         (Some("metadata.lables"), Some("labels"))
     );
-    let null = policy("p", &format!("{}, cors: null", fs("/a/")));
-    assert_eq!(only_refusal(&null).field.as_deref(), Some("spec.cors"));
+    let null = policy("p", &format!("{}, quota: null", fs("/a/")));
+    assert_eq!(only_refusal(&null).field.as_deref(), Some("spec.quota"));
 }
 
 #[test]
@@ -339,7 +339,7 @@ fn good_documents_beside_bad_ones_are_all_accepted() {
             "typo",
             &format!("{}, upload: {{maxFileSzie: 1Mi}}", fs("/typo/")),
         ),
-        policy("cors", &format!("{}, cors: {{}}", fs("/cors/"))),
+        policy("cors", &format!("{}, quota: {{}}", fs("/cors/"))),
         policy(
             "s3",
             "pathPrefix: /s3/, backend: {s3: {endpoint: 'http://m'}}",
@@ -379,7 +379,7 @@ fn good_documents_beside_bad_ones_are_all_accepted() {
         got,
         [
             (Some(2), "UnknownField", Some("spec.upload.maxFileSzie")),
-            (Some(4), "UnknownField", Some("spec.cors")),
+            (Some(4), "UnknownField", Some("spec.quota")),
             (Some(6), "MissingField", Some("spec.backend.s3.bucket")),
             (Some(8), "InvalidField", Some("spec.download.enabled")),
             (Some(12), "InvalidField", Some("data.a")),

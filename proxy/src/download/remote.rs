@@ -36,7 +36,7 @@ use crate::body::Body;
 use crate::error::Reject;
 use crate::gate;
 use crate::http1::chunked::Chunked;
-use crate::http1::response::{finish_head, push_header, status_line};
+use crate::http1::response::{finish_head, push_header, push_headers, status_line};
 use crate::runtime::RouteRt;
 
 /// Engine response headers a client gets.
@@ -215,6 +215,7 @@ pub struct Relayed {
 }
 
 /// On the fast path: the client socket is ours, so the body can be spliced.
+/// `cors`: the gate's CORS headers, for the client's head.
 /// An `Err` means nothing was written to the client yet.
 #[allow(clippy::too_many_arguments)]
 pub async fn via_fast(
@@ -227,6 +228,7 @@ pub async fn via_fast(
     scratch: &mut Vec<u8>,
     keep_alive: bool,
     peer: SocketAddr,
+    cors: &[(&str, &str)],
 ) -> Result<Relayed, Reject> {
     let (url, extra) = upstream_url(route, key, head, app.remotes.timeout).await?;
     let mut hdrs: Vec<(&str, &[u8])> = extra
@@ -265,6 +267,7 @@ pub async fn via_fast(
     if up.framing == Framing::Chunked {
         push_header(scratch, "transfer-encoding", "chunked");
     }
+    push_headers(scratch, cors);
     finish_head(scratch, keep_alive);
     let status = up.status;
     if client.write_all(scratch).await.is_err() {

@@ -71,6 +71,9 @@ pub struct Request {
     pub if_modified_since: Option<Vec<u8>>,
     pub if_unmodified_since: Option<Vec<u8>>,
     pub if_range: Option<Vec<u8>>,
+    /// `Origin`: decides the CORS headers of the answer (a preflight is an
+    /// OPTIONS, which hyper serves).
+    pub origin: Option<Vec<u8>>,
 }
 
 impl Request {
@@ -112,6 +115,7 @@ impl Request {
             if_modified_since: None,
             if_unmodified_since: None,
             if_range: None,
+            origin: None,
         };
         for h in req.headers.iter() {
             let v = h.value;
@@ -155,6 +159,8 @@ impl Request {
                 r.if_unmodified_since = Some(v.to_vec());
             } else if is("if-range") {
                 r.if_range = Some(v.to_vec());
+            } else if is("origin") {
+                r.origin = Some(v.to_vec());
             }
         }
         if upload {
@@ -182,6 +188,7 @@ mod tests {
     #[test]
     fn fast_path_takes_plain_gets_and_sized_uploads_only() {
         let r = fast(b"GET /files/a?x=1 HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\n\r\n").unwrap();
+        assert_eq!(r.origin, None);
         assert_eq!(r.path, "/files/a");
         assert_eq!(r.host.as_deref(), Some("h"));
         assert_eq!(r.range.as_deref(), Some(&b"bytes=0-1"[..]));
@@ -196,6 +203,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(put.upload, Some((7, true)));
+        let r = fast(b"GET /f/a HTTP/1.1\r\norigin: https://a.example\r\n\r\n").unwrap();
+        assert_eq!(r.origin.as_deref(), Some(&b"https://a.example"[..]));
         assert_eq!(put.content_type.as_deref(), Some(&b"image/png"[..]));
         let post = fast(
             b"POST /f/ HTTP/1.1\r\nContent-Length: 9\r\nContent-Type: multipart/form-data; boundary=x\r\n\r\n",

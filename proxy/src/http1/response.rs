@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   status_line -> push_header / push_number ... -> finish_head (Date, Connection: close)
-//!   reject / json: a whole answer (head and body) in one go
+//!   reject / json: a whole answer (head and body) in one go, with the
+//!   caller's extra headers (the gate's CORS headers)
 //! ```
 //! Numbers go through itoa and the Date is formatted once a second per
 //! thread: both run for every answer, and a small PUT's cost is counted in
@@ -44,6 +45,12 @@ pub fn push_header(out: &mut Vec<u8>, k: &str, v: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+pub fn push_headers(out: &mut Vec<u8>, headers: &[(&str, &str)]) {
+    for (k, v) in headers {
+        push_header(out, k, v);
+    }
+}
+
 /// Date, `connection: close` unless kept alive, and the blank line.
 pub fn finish_head(out: &mut Vec<u8>, keep_alive: bool) {
     out.extend_from_slice(b"date: ");
@@ -56,23 +63,26 @@ pub fn finish_head(out: &mut Vec<u8>, keep_alive: bool) {
 }
 
 /// A whole answer with a JSON body (a 201's list of stored objects).
-pub fn json(out: &mut Vec<u8>, status: u16, body: &[u8], keep_alive: bool) {
+pub fn json(out: &mut Vec<u8>, status: u16, body: &[u8], keep_alive: bool, extra: &[(&str, &str)]) {
     out.clear();
     status_line(out, status);
+    push_headers(out, extra);
     push_header(out, "content-type", "application/json");
     push_number(out, "content-length", body.len() as u64);
     finish_head(out, keep_alive);
     out.extend_from_slice(body);
 }
 
-/// A refusal: its status, its headers (Allow, Retry-After...) and its JSON body.
-pub fn reject(out: &mut Vec<u8>, r: &Reject, keep_alive: bool) {
+/// A refusal: its status, its headers (Allow, Retry-After...), the caller's
+/// extra ones and its JSON body.
+pub fn reject(out: &mut Vec<u8>, r: &Reject, keep_alive: bool, extra: &[(&str, &str)]) {
     let body = r.body();
     out.clear();
     status_line(out, r.status().as_u16());
     for (k, v) in r.headers() {
         push_header(out, k, &v);
     }
+    push_headers(out, extra);
     push_header(out, "content-type", "application/json");
     push_number(out, "content-length", body.len() as u64);
     finish_head(out, keep_alive);
@@ -134,7 +144,7 @@ mod tests {
     #[test]
     fn answers_carry_their_json_body() {
         let mut out = b"left over".to_vec();
-        json(&mut out, 201, br#"{"objects":[]}"#, true);
+        json(&mut out, 201, br#"{"objects":[]}"#, true, &[]);
         assert_eq!(
             without_date(&out),
             "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 14\r\ndate: -\r\n\r\n{\"objects\":[]}"
@@ -143,13 +153,14 @@ mod tests {
             method: "DELETE".into(),
             allow: "GET, HEAD, POST, PUT",
         };
-        reject(&mut out, &r, false);
+        reject(&mut out, &r, false, &[("vary", "Origin")]);
         let text = without_date(&out);
         let body = String::from_utf8(r.body()).unwrap();
         assert!(
             text.starts_with("HTTP/1.1 405 Method Not Allowed\r\nallow: GET, HEAD, POST, PUT\r\n"),
             "{text}"
         );
+        assert!(text.contains("\r\nvary: Origin\r\n"), "{text}");
         assert!(
             text.ends_with(&format!("connection: close\r\n\r\n{body}")),
             "{text}"
