@@ -811,6 +811,7 @@ fn signed_url_fetch_put_and_xhr_progress() {
         big.len() as u64,
         "last progress event: {last}"
     );
+    assert_eq!(last["computable"], true, "last progress event: {last}");
     let loaded: Vec<u64> = events.iter().filter_map(|e| e["loaded"].as_u64()).collect();
     assert!(
         loaded.windows(2).all(|w| w[0] <= w[1]),
