@@ -197,6 +197,23 @@ fn compile_one<S: Borrow<Secret>>(p: &UploadPolicy, secrets: &[S]) -> Result<Rou
                     )));
                 }
             }
+            if let Some(s) = &a.signed_urls {
+                let data = secret(&s.secret_ref.name)?;
+                out.signing_keys_hex = data
+                    .values()
+                    .map(|v| signing_key(v))
+                    .filter(|v| !v.is_empty())
+                    .map(hex::encode)
+                    .collect();
+                out.signing_keys_hex.sort();
+                out.signing_keys_hex.dedup();
+                if out.signing_keys_hex.is_empty() {
+                    return Err(Outcome::Invalid(format!(
+                        "auth.signedUrls: Secret {ns}/{} holds no keys",
+                        s.secret_ref.name
+                    )));
+                }
+            }
             if let Some(j) = &a.jwt {
                 let r = &j.public_key_secret_ref;
                 let data = secret(&r.name)?;
@@ -393,7 +410,9 @@ fn validate_origin(o: &str) -> Result<(), String> {
                 p => match p.strip_prefix(':') {
                     Some(p) => (None, Some(p)),
                     None => {
-                        return Err("has something after the IPv6 address that is not a port".into());
+                        return Err(
+                            "has something after the IPv6 address that is not a port".into()
+                        );
                     }
                 },
             }
@@ -584,6 +603,17 @@ fn trim_ascii(v: &[u8]) -> &[u8] {
     v.trim_ascii()
 }
 
+/// An HMAC key as a Secret value or a `--secret-file` holds it: the bytes,
+/// without the trailing line ends (`\n`, `\r\n`) an editor or `echo` adds.
+/// Nothing else is trimmed: a key is bytes, and spaces may be part of it.
+pub fn signing_key(v: &[u8]) -> &[u8] {
+    let mut end = v.len();
+    while end > 0 && matches!(v[end - 1], b'\n' | b'\r') {
+        end -= 1;
+    }
+    &v[..end]
+}
+
 /// Semantic checks a schema cannot express; the first problem found, in words.
 pub fn validate(spec: &UploadPolicySpec) -> Result<(), String> {
     validate_prefix(&spec.path_prefix)?;
@@ -733,9 +763,10 @@ fn validate_rest(spec: &UploadPolicySpec) -> Result<(), String> {
         compile_cors(c)?;
     }
     if let Some(a) = &spec.auth {
-        if a.api_keys.is_none() && a.jwt.is_none() {
+        if a.api_keys.is_none() && a.jwt.is_none() && a.signed_urls.is_none() {
             return Err(
-                "auth: name apiKeys or jwt (or leave auth out for anonymous access)".into(),
+                "auth: name apiKeys, jwt or signedUrls (or leave auth out for anonymous access)"
+                    .into(),
             );
         }
         if let Some(j) = &a.jwt

@@ -167,6 +167,10 @@ pub struct RouteAuth {
     pub api_key_sha256: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtRule>,
+    /// Hex of each HMAC-SHA256 key signed URLs and forms may be signed with. In
+    /// clear (the proxy must sign with them), like S3 static credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signing_keys_hex: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

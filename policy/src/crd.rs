@@ -285,6 +285,17 @@ pub struct AuthSpec {
     /// Bearer JWTs signed with RS256, ES256 or EdDSA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtSpec>,
+    /// Signed URLs and signed HTML forms: every value of the referenced Secret is an
+    /// HMAC-SHA256 key (a signature made with any of them is accepted, so keys rotate by
+    /// adding the new one, then removing the old).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_urls: Option<SignedUrlsSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedUrlsSpec {
+    pub secret_ref: SecretRef,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

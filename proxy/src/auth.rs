@@ -19,6 +19,8 @@ use crate::error::Reject;
 pub struct Authenticator {
     key_hashes: Vec<[u8; 32]>,
     jwt: Option<(DecodingKey, Validation)>,
+    /// HMAC keys of signed URLs and forms (checked by `signed`, called from the gate).
+    signing_keys: Vec<Vec<u8>>,
 }
 
 impl Authenticator {
@@ -57,7 +59,26 @@ impl Authenticator {
                 Some((key, v))
             }
         };
-        Ok(Self { key_hashes, jwt })
+        let signing_keys = auth
+            .signing_keys_hex
+            .iter()
+            .map(|h| hex::decode(h).map_err(|_| format!("signing key {h:?} is not hex")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            key_hashes,
+            jwt,
+            signing_keys,
+        })
+    }
+
+    /// The keys signed URLs and forms may be signed with; empty: none accepted.
+    pub fn signing_keys(&self) -> &[Vec<u8>] {
+        &self.signing_keys
+    }
+
+    /// Whether API keys or JWTs are accepted besides signatures.
+    pub fn takes_credentials(&self) -> bool {
+        !self.key_hashes.is_empty() || self.jwt.is_some()
     }
 
     /// Ok when the request carries an accepted credential.
@@ -118,6 +139,7 @@ mod tests {
         Authenticator::new(&RouteAuth {
             api_key_sha256: ks.iter().map(|k| hex::encode(Sha256::digest(k))).collect(),
             jwt: None,
+            signing_keys_hex: vec![],
         })
         .unwrap()
     }
@@ -148,7 +170,8 @@ mod tests {
         assert!(
             Authenticator::new(&RouteAuth {
                 api_key_sha256: vec!["zz".into()],
-                jwt: None
+                jwt: None,
+                signing_keys_hex: vec![]
             })
             .is_err()
         );

@@ -94,6 +94,16 @@ pub enum Reject {
     SpoolFull { limit: u64 },
     #[error("CORS preflight refused: {0}")]
     CorsNotAllowed(String),
+    #[error("signature not accepted: {0}")]
+    SignatureInvalid(String),
+    #[error("the signed URL or form policy has expired")]
+    SignatureExpired,
+    #[error("object key {0:?} is outside what the signature allows")]
+    KeyNotAllowed(String),
+    #[error("a file part came before the form's policy and x-sluice-signature fields")]
+    FormPolicyMissing,
+    #[error("file is smaller than the {min} bytes the form policy requires")]
+    FileTooSmall { min: u64 },
 }
 
 impl Reject {
@@ -130,6 +140,10 @@ impl Reject {
             Backend { .. } => StatusCode::BAD_GATEWAY,
             BackendTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             SpoolFull { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            SignatureInvalid(_) | SignatureExpired | KeyNotAllowed(_) | FormPolicyMissing => {
+                StatusCode::FORBIDDEN
+            }
+            FileTooSmall { .. } => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -172,6 +186,11 @@ impl Reject {
             BackendTimeout(_) => "backend_timeout",
             SpoolFull { .. } => "spool_exceeded",
             CorsNotAllowed(_) => "cors_not_allowed",
+            SignatureInvalid(_) => "signature_invalid",
+            SignatureExpired => "signature_expired",
+            KeyNotAllowed(_) => "key_not_allowed",
+            FormPolicyMissing => "form_policy_missing",
+            FileTooSmall { .. } => "file_too_small",
         }
     }
 

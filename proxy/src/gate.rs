@@ -7,6 +7,11 @@
 //!                                 (it carries no credentials); any other request's
 //!                                 Origin decides the CORS headers of its answers
 //!                              -> auth -> Pass
+//!       auth: a signed URL (X-Sluice-* query) -> signature, expiry, method, key
+//!             -> the route narrowed by its size and type conditions;
+//!             a POST without credentials on a signing route -> the form's
+//!             policy is checked by `upload` before its first file byte;
+//!             else API key / JWT
 //!     admit(peer)              -> a Permit (transfer caps), once a transfer starts
 //!   Visit::record(outcome)     -> one access-log line, request and rejection metrics
 //! ```
@@ -28,9 +33,11 @@ use std::time::Instant;
 use crate::app::App;
 use crate::cors::{self, Decision};
 use crate::error::Reject;
+use crate::filters;
 use crate::limits::Permit;
 use crate::metrics::RequestLabels;
 use crate::runtime::RouteRt;
+use crate::signed::{self, KeyCond, Refused};
 
 /// What a request presents at the gate, from its head.
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,15 +50,30 @@ pub struct Ask<'a> {
     /// `Access-Control-Request-Method` and `-Headers`: only a preflight has them.
     pub request_method: Option<&'a [u8]>,
     pub request_headers: Option<&'a [u8]>,
+    /// The request target's query, without the `?`: a signed URL's parameters.
+    pub query: Option<&'a str>,
 }
 
 /// A request the gate let through: its route, and its path past the route's prefix.
 pub struct Pass<'a> {
+    /// With a signed URL, the route narrowed by its conditions (`RouteRt::narrowed`).
     pub route: Arc<RouteRt>,
     pub rel: &'a str,
     /// A CORS preflight the policy allows: answer `204` with these headers
     /// and nothing else (it passed no auth). Only ever for `OPTIONS`.
     pub preflight: Option<Vec<(&'static str, String)>>,
+    /// A POST let in on the strength of a signed form policy still to come:
+    /// `upload::multipart` checks it before accepting a file byte.
+    pub form: Option<FormCheck>,
+}
+
+/// What a signed form's policy is checked against, besides the route's keys.
+#[derive(Debug, Clone)]
+pub struct FormCheck {
+    /// As the client sent it (Host or :authority), lowercased.
+    pub host: String,
+    /// The request path as sent.
+    pub path: String,
 }
 
 /// How a request ended, for the record.
@@ -120,14 +142,16 @@ impl<'a> Visit<'a> {
         }
     }
 
-    /// Route, then CORS (a preflight ends here), then authentication.
+    /// Route, then CORS (a preflight ends here), then authentication:
+    /// credentials, a signed URL (checked here, its conditions in the returned
+    /// route), or a signed form to come.
     pub fn enter(&mut self, app: &App, ask: &Ask<'_>) -> Result<Pass<'a>, Reject> {
         let active = app.current.load().ok_or_else(|| {
             Reject::NoConfig(
                 "the proxy has no configuration yet; see /readyz on the admin port".into(),
             )
         })?;
-        let route = active
+        let mut route = active
             .route(ask.host, self.path)
             .ok_or(Reject::NoRoute)?
             .clone();
@@ -144,17 +168,42 @@ impl<'a> Visit<'a> {
                     route,
                     rel,
                     preflight: Some(headers),
+                    form: None,
                 });
             }
             self.cors = Some(c.actual(ask.origin));
         }
+        let mut form = None;
         if let Some(auth) = &route.auth {
-            auth.check(ask.authorization, ask.api_key)?;
+            let signs = !auth.signing_keys().is_empty();
+            let no_credentials = ask.authorization.is_none() && ask.api_key.is_none();
+            match ask.query.filter(|q| signs && signed::carries(q)) {
+                Some(q) => {
+                    let narrowed = self.signed_url(&route, auth.signing_keys(), ask, q, rel)?;
+                    if let Some(n) = narrowed {
+                        route = Arc::new(n);
+                    }
+                }
+                None if signs && no_credentials && self.method == "POST" => {
+                    form = Some(FormCheck {
+                        host: ask.host.unwrap_or("").to_ascii_lowercase(),
+                        path: self.path.to_string(),
+                    });
+                }
+                None if signs && no_credentials && !auth.takes_credentials() => {
+                    return Err(Reject::SignatureInvalid(
+                        "this route takes signed URLs only, and the request carries no signature"
+                            .into(),
+                    ));
+                }
+                None => auth.check(ask.authorization, ask.api_key)?,
+            }
         }
         Ok(Pass {
             route,
             rel,
             preflight: None,
+            form,
         })
     }
 
@@ -165,6 +214,41 @@ impl<'a> Visit<'a> {
             (Some(r), Some(d)) => r.cors.as_ref().map(|c| c.headers(d)).unwrap_or_default(),
             _ => cors::Headers::default(),
         }
+    }
+
+    /// A signed URL: signature, expiry and method (`signed::verify_url`),
+    /// then its key condition against the request's key. Its size and type
+    /// conditions come back as the route narrowed by them (None: none given).
+    fn signed_url(
+        &self,
+        route: &RouteRt,
+        keys: &[Vec<u8>],
+        ask: &Ask<'_>,
+        query: &str,
+        rel: &str,
+    ) -> Result<Option<RouteRt>, Reject> {
+        let grant = signed::verify_url(
+            keys,
+            query,
+            self.method,
+            ask.host.unwrap_or(""),
+            self.path,
+            &route.route.path_prefix,
+            unix_now(),
+        )
+        .map_err(refusal)?;
+        let key_ok = match &grant.key {
+            KeyCond::Any => true,
+            // A POST's path is a directory its files go under (sanitised names,
+            // no '/'): under the prefix, all of them are.
+            KeyCond::Prefix(p) => rel_key(rel).is_some_and(|k| k.starts_with(p.as_str())),
+            KeyCond::Exact(k) => self.method != "POST" && rel_key(rel).is_some_and(|r| r == *k),
+        };
+        if !key_ok {
+            return Err(Reject::KeyNotAllowed(rel.to_string()));
+        }
+        Ok((grant.max_size.is_some() || !grant.types.is_empty())
+            .then(|| route.narrowed(grant.max_size, &grant.types)))
     }
 
     /// The policy of the route matched, or "" before one was.
@@ -199,6 +283,33 @@ impl<'a> Visit<'a> {
             via = o.via,
             "request"
         );
+    }
+}
+
+/// The object key a path past the prefix names (a POST's directory keeps its
+/// trailing '/'), decoded; None when it is no key.
+fn rel_key(rel: &str) -> Option<String> {
+    let trimmed = rel.trim_end_matches('/');
+    let key = filters::parse_key(trimmed).ok()?;
+    Some(if trimmed.len() < rel.len() {
+        format!("{key}/")
+    } else {
+        key
+    })
+}
+
+/// The system clock in unix seconds: what signatures expire against.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A signature refused, as the client sees it.
+pub fn refusal(r: Refused) -> Reject {
+    match r {
+        Refused::Invalid(m) => Reject::SignatureInvalid(m),
+        Refused::Expired => Reject::SignatureExpired,
     }
 }
 

@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod service;
+pub mod signed;
 pub mod source;
 pub mod tls;
 pub mod upload;

@@ -147,10 +147,79 @@ struct Args {
     admin_tls_cert: Option<PathBuf>,
     #[arg(long, env = "SLUICE_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
     admin_tls_key: Option<PathBuf>,
+    /// Without a subcommand: run the proxy.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Print a signed URL (see the README's "Signed URLs").
+    Sign(SignArgs),
+    /// Print the hidden fields of a signed HTML form, as a JSON object (see "Signed forms").
+    SignForm(SignFormArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct SignArgs {
+    /// File holding one HMAC key: its bytes, without the trailing line end.
+    #[arg(long)]
+    secret_file: PathBuf,
+    /// A method the URL allows (GET, HEAD, PUT, POST); repeat for more.
+    #[arg(long = "method", required = true)]
+    methods: Vec<String>,
+    /// The URL to sign; with --key-prefix, the URL of the policy's prefix.
+    #[arg(long)]
+    url: url::Url,
+    /// How long the URL stays valid (15m, 1h, 2d).
+    #[arg(long)]
+    expires: humantime::Duration,
+    /// Largest upload, as a quantity (10Mi).
+    #[arg(long)]
+    max_size: Option<String>,
+    /// Allowed media types (image/png, image/*), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    types: Vec<String>,
+    /// Any key under this prefix (past the policy's path prefix), e.g. users/42/.
+    #[arg(long, conflicts_with = "key")]
+    key_prefix: Option<String>,
+    /// Only this exact key (past the policy's path prefix).
+    #[arg(long)]
+    key: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct SignFormArgs {
+    /// File holding one HMAC key: its bytes, without the trailing line end.
+    #[arg(long)]
+    secret_file: PathBuf,
+    /// The URL of the policy's prefix (the form's action is under it).
+    #[arg(long)]
+    url: url::Url,
+    /// How long the form stays valid (15m, 1h, 2d).
+    #[arg(long)]
+    expires: humantime::Duration,
+    /// Keys of the stored files must start with this (past the policy's path prefix).
+    #[arg(long)]
+    key_prefix: Option<String>,
+    /// Largest file, as a quantity (10Mi).
+    #[arg(long)]
+    max_size: Option<String>,
+    /// Allowed media types (image/png, image/*), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    types: Vec<String>,
+    /// Where the browser is sent (303) after the upload.
+    #[arg(long)]
+    redirect: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    match args.command.take() {
+        Some(Command::Sign(a)) => return sign::url(a),
+        Some(Command::SignForm(a)) => return sign::form(a),
+        None => {}
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -159,6 +228,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let Args {
+        command: _,
         listen,
         admin_listen,
         policies,
@@ -393,4 +463,158 @@ fn init_logs(
         LogFormat::Json => b.json().flatten_event(true).init(),
     }
     guard
+}
+
+/// The `sign` and `sign-form` subcommands: what an application's server does
+/// to hand a browser a narrow, short-lived permission.
+mod sign {
+    use anyhow::{Context, bail};
+    use sluice_proxy::signed::{Grant, KeyCond, is_type_pattern, sign_form};
+
+    use super::{SignArgs, SignFormArgs};
+
+    fn key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+        let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let k = sluice_policy::compile::signing_key(&raw).to_vec();
+        if k.is_empty() {
+            bail!("{} holds no key", path.display());
+        }
+        Ok(k)
+    }
+
+    fn expires(d: humantime::Duration) -> i64 {
+        sluice_proxy::gate::unix_now() + d.as_secs() as i64
+    }
+
+    fn size(q: Option<&str>) -> anyhow::Result<Option<u64>> {
+        q.map(|q| {
+            sluice_policy::quantity::parse_bytes(q).map_err(|e| anyhow::anyhow!("--max-size: {e}"))
+        })
+        .transpose()
+    }
+
+    fn types(ts: &[String]) -> anyhow::Result<Vec<String>> {
+        let ts: Vec<String> = ts.iter().map(|t| t.trim().to_ascii_lowercase()).collect();
+        if let Some(t) = ts.iter().find(|t| !is_type_pattern(t)) {
+            bail!("--types: {t:?} is not a type such as image/png or image/*");
+        }
+        Ok(ts)
+    }
+
+    /// `host[:port]` as a client sends it in Host (no default port).
+    fn host(u: &url::Url) -> anyhow::Result<String> {
+        let h = u
+            .host_str()
+            .context("--url has no host")?
+            .to_ascii_lowercase();
+        Ok(match u.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h,
+        })
+    }
+
+    /// Percent-encodes a key for a URL path, keeping its '/'.
+    fn encode_key(k: &str) -> String {
+        const SEG: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~')
+            .remove(b'/');
+        percent_encoding::utf8_percent_encode(k, SEG).to_string()
+    }
+
+    pub fn url(a: SignArgs) -> anyhow::Result<()> {
+        let secret = key(&a.secret_file)?;
+        let mut methods: Vec<String> = Vec::new();
+        for m in &a.methods {
+            let m = m.to_ascii_uppercase();
+            if !["GET", "HEAD", "PUT", "POST"].contains(&m.as_str()) {
+                bail!("--method {m}: one of GET, HEAD, PUT, POST");
+            }
+            if !methods.contains(&m) {
+                methods.push(m);
+            }
+        }
+        let mut u = a.url.clone();
+        let host = host(&u)?;
+        let (key, signed_path, path) = match (a.key_prefix, a.key) {
+            (Some(p), _) => {
+                // The URL of the prefix: the signed path is the policy's prefix;
+                // the printed URL points at the key prefix under it.
+                let enc = encode_key(&p);
+                let base = u
+                    .path()
+                    .strip_suffix(enc.as_str())
+                    .unwrap_or(u.path())
+                    .to_string();
+                if !base.ends_with('/') {
+                    bail!("with --key-prefix, --url is the policy's prefix URL (ending in '/')");
+                }
+                let full = format!("{base}{enc}");
+                (KeyCond::Prefix(p), base, full)
+            }
+            (None, Some(k)) => (
+                KeyCond::Exact(k),
+                u.path().to_string(),
+                u.path().to_string(),
+            ),
+            (None, None) => (KeyCond::Any, u.path().to_string(), u.path().to_string()),
+        };
+        let grant = Grant {
+            methods,
+            expires: expires(a.expires),
+            key,
+            max_size: size(a.max_size.as_deref())?,
+            types: types(&a.types)?,
+        };
+        u.set_path(&path);
+        u.set_query(Some(&grant.query(&host, &signed_path, &secret)));
+        u.set_fragment(None);
+        println!("{u}");
+        Ok(())
+    }
+
+    pub fn form(a: SignFormArgs) -> anyhow::Result<()> {
+        let secret = key(&a.secret_file)?;
+        let host = host(&a.url)?;
+        let at = jiff::Timestamp::from_second(expires(a.expires)).context("--expires")?;
+        let mut conditions = vec![
+            serde_json::json!({ "host": host }),
+            serde_json::json!(["starts-with", "$path", a.url.path()]),
+        ];
+        if let Some(p) = &a.key_prefix {
+            conditions.push(serde_json::json!(["starts-with", "$key", p]));
+        }
+        if let Some(n) = size(a.max_size.as_deref())? {
+            conditions.push(serde_json::json!(["content-length-range", 0, n]));
+        }
+        for t in types(&a.types)? {
+            conditions.push(match t.strip_suffix('*') {
+                Some(top) => serde_json::json!([
+                    "starts-with",
+                    "$Content-Type",
+                    if top == "*/" { "" } else { top }
+                ]),
+                None => serde_json::json!(["eq", "$Content-Type", t]),
+            });
+        }
+        if let Some(r) = &a.redirect {
+            conditions.push(serde_json::json!({ "success_action_redirect": r }));
+        }
+        let policy = serde_json::json!({ "expiration": at.to_string(), "conditions": conditions });
+        let (b64, sig) = sign_form(&policy.to_string(), &secret);
+        let mut fields = serde_json::Map::new();
+        fields.insert("policy".into(), b64.into());
+        fields.insert(
+            "x-sluice-algorithm".into(),
+            sluice_proxy::signed::ALGORITHM.into(),
+        );
+        fields.insert("x-sluice-signature".into(), sig.into());
+        if let Some(r) = a.redirect {
+            fields.insert("success_action_redirect".into(), r.into());
+        }
+        println!("{}", serde_json::Value::Object(fields));
+        Ok(())
+    }
 }

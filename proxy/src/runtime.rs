@@ -64,6 +64,34 @@ impl RouteRt {
         }
     }
 
+    /// This route with its upload rules narrowed by a signature's conditions
+    /// (a signed URL's or a form policy's): the smaller of the two size limits,
+    /// and types allowed by both lists, sniffed (`verifyContent`) so that a
+    /// declared type cannot pass for the signed one. Every path then enforces
+    /// them with the route's own rules. Its auth is gone: it has been checked.
+    pub fn narrowed(&self, max_size: Option<u64>, types: &[String]) -> RouteRt {
+        let mut route = self.route.clone();
+        if let Some(n) = max_size {
+            route.upload.max_file_size = route.upload.max_file_size.min(n);
+        }
+        if !types.is_empty() {
+            route.upload.verify_content = true;
+        }
+        RouteRt {
+            route,
+            fs_root: self.fs_root.clone(),
+            s3: self.s3.clone(),
+            auth: None,
+            engine: self.engine.clone(),
+            client: self.client.clone(),
+            tls_engines: self.tls_engines.clone(),
+            allow: self.allow.narrowed(types),
+            // CORS headers come from the route the gate matched (`Visit::cors_headers`),
+            // never from this per-request copy: nothing to rebuild here.
+            cors: None,
+        }
+    }
+
     /// Downloads come from an https engine: the fast path (splice, raw
     /// client) leaves them to hyper.
     pub fn downloads_over_tls(&self) -> bool {

@@ -355,6 +355,7 @@ fn ask(req: &http1::Request) -> Ask<'_> {
         origin: req.origin.as_deref(),
         request_method: None,
         request_headers: None,
+        query: req.query.as_deref(),
     }
 }
 

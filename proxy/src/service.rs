@@ -87,11 +87,17 @@ async fn dispatch(
     req: Request<BodySlot>,
     visit: &mut Visit<'_>,
 ) -> Result<(Response<Body>, u64), Reject> {
-    let host = req.uri().host().map(str::to_string).or_else(|| {
-        header(&req, "host")
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .map(str::to_string)
-    });
+    // :authority (HTTP/2, absolute-form) with its port, as a Host header has
+    // it: a signed URL signs the host as the client sent it.
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().rsplit('@').next().unwrap_or("").to_string())
+        .or_else(|| {
+            header(&req, "host")
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .map(str::to_string)
+        });
     let pass = visit.enter(
         app,
         &Ask {
@@ -101,12 +107,13 @@ async fn dispatch(
             origin: header(&req, "origin"),
             request_method: header(&req, "access-control-request-method"),
             request_headers: header(&req, "access-control-request-headers"),
+            query: req.uri().query(),
         },
     )?;
     if let Some(headers) = pass.preflight {
         return Ok((full(StatusCode::NO_CONTENT, headers, Vec::new()), 0));
     }
-    let (route, rel) = (pass.route, pass.rel);
+    let (route, rel) = (pass.route.clone(), pass.rel);
     match *req.method() {
         Method::GET | Method::HEAD => download_hyper(app, &route, rel, req, peer, transport).await,
         Method::POST => {
@@ -127,7 +134,9 @@ async fn dispatch(
                 remotes: &app.remotes,
                 fsync: app.settings.fsync,
             };
-            let stored = upload::multipart(&ctx, rel, &ct, body_stream(app, req)).await?;
+            let stored =
+                upload::multipart(&ctx, rel, &ct, pass.form.as_ref(), body_stream(app, req))
+                    .await?;
             Ok(created(app, stored, transport))
         }
         Method::PUT => {
@@ -256,6 +265,39 @@ impl hyper::body::Body for BodySlot {
 fn created(app: &App, stored: Stored, transport: Transport) -> (Response<Body>, u64) {
     let bytes = stored.bytes();
     let body = stored.counted(&app.metrics, transport.copy_path());
+    if let Some(to) = &stored.redirect {
+        // As S3 does: the stored keys (and their sha256 as etag) in the query.
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for o in &stored.objects {
+            q.append_pair("key", &o.key);
+            if let Some(h) = &o.sha256 {
+                q.append_pair("etag", h);
+            }
+        }
+        let sep = if to.contains('?') { '&' } else { '?' };
+        return (
+            full(
+                StatusCode::SEE_OTHER,
+                vec![("location", format!("{to}{sep}{}", q.finish()))],
+                Vec::new(),
+            ),
+            bytes,
+        );
+    }
+    if let Some(s) = stored.status
+        && s != 201
+    {
+        let status = StatusCode::from_u16(s).unwrap_or(StatusCode::CREATED);
+        let body = if s == 204 { Vec::new() } else { body };
+        return (
+            full(
+                status,
+                vec![("content-type", "application/json".into())],
+                body,
+            ),
+            bytes,
+        );
+    }
     (
         full(
             StatusCode::CREATED,

@@ -934,7 +934,9 @@ fn signed_html_form_without_javascript() {
     let s = setup();
     let b = browser();
     let dir = tempfile::tempdir().expect("temp dir");
-    let action = s.proxy.url("/signed/");
+    // `sign-form` takes the policy's prefix URL; the form posts under the key prefix.
+    let prefix_url = s.proxy.url("/signed/");
+    let action = s.proxy.url("/signed/forms/");
     let no_script = [("Content-Security-Policy", "script-src 'none'")];
 
     // With a redirect: the browser lands on the page's origin.
@@ -946,7 +948,7 @@ fn signed_html_form_without_javascript() {
         "sign-form",
         &[
             "--url",
-            &action,
+            &prefix_url,
             "--expires",
             "15m",
             "--key-prefix",
@@ -973,8 +975,23 @@ fn signed_html_form_without_javascript() {
         "the redirect never reached the page's origin: {:?}",
         s.pages.seen()
     );
+    // The redirect names what was stored: its key and its sha256 as the etag.
+    let q: HashMap<String, String> = url::Url::parse(&landed)
+        .unwrap_or_else(|e| panic!("landed on {landed}: {e}"))
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert_eq!(
+        q.get("key").map(String::as_str),
+        Some("forms/form-upload.bin"),
+        "{landed}"
+    );
+    assert_eq!(
+        q.get("etag").map(|e| e.trim_matches('"')),
+        Some(sha256_hex(&data).as_str()),
+        "{landed}"
+    );
     stored(&s.proxy, "signed/forms/form-upload.bin", &data);
-    eprintln!("redirected to {landed}");
 
     // Without a redirect: the proxy's JSON is the result page.
     let data2 = random_bytes(90_000, 29);
@@ -984,7 +1001,7 @@ fn signed_html_form_without_javascript() {
         "sign-form",
         &[
             "--url",
-            &action,
+            &prefix_url,
             "--expires",
             "15m",
             "--key-prefix",

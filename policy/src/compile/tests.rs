@@ -631,3 +631,34 @@ fn cors_methods_and_headers_are_validated() {
         Outcome::Accepted
     );
 }
+
+#[test]
+fn signed_url_keys_resolve_like_api_keys() {
+    let y = "pathPrefix: /a/\nbackend: {fs: {root: /d}}\nauth: {signedUrls: {secretRef: {name: sig}}}\n";
+    let c = compile(
+        &[policy("a", 0, y)],
+        &[secret("sig", &[("old", "k1\r\n"), ("new", " k2 ")])],
+    );
+    assert_eq!(c.outcomes["ns/a"], Outcome::Accepted, "{:?}", c.outcomes);
+    let auth = c.config.routes[0].auth.as_ref().unwrap();
+    // Every value is a key; only the line end is trimmed, spaces are key bytes.
+    let mut want = vec![hex::encode(b"k1"), hex::encode(b" k2 ")];
+    want.sort();
+    assert_eq!(auth.signing_keys_hex, want);
+    assert!(auth.api_key_sha256.is_empty());
+
+    let missing = compile(&[policy("a", 0, y)], NO_SECRETS);
+    assert_eq!(missing.outcomes["ns/a"].reason(), "SecretNotFound");
+    let empty = compile(&[policy("a", 0, y)], &[secret("sig", &[("k", "\n")])]);
+    assert!(empty.outcomes["ns/a"].message().contains("holds no keys"));
+
+    // Together with API keys: both kept, either accepted by the proxy.
+    let both = "pathPrefix: /a/\nbackend: {fs: {root: /d}}\nauth: {apiKeys: {secretRef: {name: keys}}, signedUrls: {secretRef: {name: sig}}}\n";
+    let c = compile(
+        &[policy("a", 0, both)],
+        &[secret("sig", &[("k", "x")]), secret("keys", &[("k", "y")])],
+    );
+    let auth = c.config.routes[0].auth.as_ref().unwrap();
+    assert_eq!(auth.api_key_sha256.len(), 1);
+    assert_eq!(auth.signing_keys_hex, vec![hex::encode(b"x")]);
+}

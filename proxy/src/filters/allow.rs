@@ -23,6 +23,9 @@ pub struct Allowlists {
     types: Option<Vec<TypePattern>>,
     /// None: any name. Some(extensions): lowercase, without the dot.
     extensions: Option<Vec<String>>,
+    /// A signature's types (signed URL, form policy): a type must match
+    /// `types` and these too. None: no further narrowing.
+    also: Option<Vec<TypePattern>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +54,21 @@ impl Allowlists {
                 })
                 .collect()
         });
-        Self { types, extensions }
+        Self {
+            types,
+            extensions,
+            also: None,
+        }
+    }
+
+    /// These lists, further narrowed to `types` (a signature's conditions):
+    /// a type passes only when both allow it.
+    pub fn narrowed(&self, types: &[String]) -> Self {
+        let mut out = self.clone();
+        if !types.is_empty() {
+            out.also = Some(types.iter().filter_map(|p| type_pattern(p)).collect());
+        }
+        out
     }
 
     /// Does content type `ct` (e.g. "image/png; charset=x", any case, params
@@ -59,25 +76,37 @@ impl Allowlists {
     /// be a concrete type: a wildcard such as "image/*" in `ct` is not
     /// allowed by a non-empty list.
     pub fn type_allowed(&self, ct: &str) -> bool {
+        if let Some(also) = &self.also
+            && !matches_any(also, ct)
+        {
+            return false;
+        }
         let Some(patterns) = &self.types else {
             return true;
         };
-        let Some(essence) = essence(ct) else {
-            return false;
-        };
-        let Some((ty, sub)) = split_type(&essence) else {
-            return false;
-        };
-        if ty == "*" || sub == "*" {
-            return false;
-        }
-        patterns.iter().any(|p| match p {
-            TypePattern::Any => true,
-            TypePattern::Top(t) => t == ty,
-            TypePattern::Exact(t, s) => t == ty && s == sub,
-        })
+        matches_any(patterns, ct)
     }
+}
 
+/// Does concrete type `ct` match one of `patterns`?
+fn matches_any(patterns: &[TypePattern], ct: &str) -> bool {
+    let Some(essence) = essence(ct) else {
+        return false;
+    };
+    let Some((ty, sub)) = split_type(&essence) else {
+        return false;
+    };
+    if ty == "*" || sub == "*" {
+        return false;
+    }
+    patterns.iter().any(|p| match p {
+        TypePattern::Any => true,
+        TypePattern::Top(t) => t == ty,
+        TypePattern::Exact(t, s) => t == ty && s == sub,
+    })
+}
+
+impl Allowlists {
     /// A name with no extension is refused by a non-empty list.
     pub fn extension_allowed(&self, filename: &str) -> bool {
         let Some(allowed) = &self.extensions else {
@@ -119,6 +148,20 @@ mod tests {
     use crate::filters::tests::{extension_allowed, list, type_allowed};
 
     // ---- type_allowed / extension_allowed ----
+
+    #[test]
+    fn narrowed_allows_what_both_lists_allow() {
+        let route = Allowlists::new(&list(&["image/*", "application/pdf"]), &[]);
+        let signed = route.narrowed(&list(&["image/png", "text/plain"]));
+        assert!(signed.type_allowed("image/png"));
+        assert!(!signed.type_allowed("image/jpeg"), "not signed");
+        assert!(!signed.type_allowed("text/plain"), "not the route's");
+        assert!(!signed.type_allowed("application/pdf"));
+        let open = Allowlists::new(&[], &[]).narrowed(&list(&["image/*"]));
+        assert!(open.type_allowed("image/gif") && !open.type_allowed("text/html"));
+        let same = route.narrowed(&[]);
+        assert!(same.type_allowed("application/pdf"));
+    }
 
     #[test]
     fn type_allowed_empty_list_allows_all() {

@@ -61,6 +61,8 @@ pub struct Request {
     pub content_type: Option<Vec<u8>>,
     pub method: &'static str,
     pub path: String,
+    /// The target's query (after `?`), when it has one: a signed URL's parameters.
+    pub query: Option<String>,
     pub host: Option<String>,
     pub keep_alive: bool,
     pub authorization: Option<Vec<u8>>,
@@ -98,13 +100,17 @@ impl Request {
         if !target.starts_with('/') {
             return None; // absolute-form or asterisk: rare, hyper handles them
         }
-        let path = target.split('?').next().unwrap_or(target).to_string();
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), Some(q.to_string())),
+            None => (target.to_string(), None),
+        };
         let mut r = Request {
             head,
             upload: None,
             content_type: None,
             method,
             path,
+            query,
             host: None,
             keep_alive: true,
             authorization: None,
@@ -190,6 +196,7 @@ mod tests {
         let r = fast(b"GET /files/a?x=1 HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\n\r\n").unwrap();
         assert_eq!(r.origin, None);
         assert_eq!(r.path, "/files/a");
+        assert_eq!(r.query.as_deref(), Some("x=1"));
         assert_eq!(r.host.as_deref(), Some("h"));
         assert_eq!(r.range.as_deref(), Some(&b"bytes=0-1"[..]));
         assert!(r.keep_alive && !r.head);

@@ -81,6 +81,11 @@ pub struct Plan {
 /// None when hyper should serve the request (a route this path does not
 /// take, or a check that fails: hyper then answers with the rejection).
 pub fn plan(app: &App, pass: &Pass<'_>, h: &UploadHead<'_>, peer: SocketAddr) -> Option<Plan> {
+    // A signed form's policy fields must be read and checked before its first
+    // file byte: hyper's `upload::multipart` does that, this path does not.
+    if pass.form.is_some() {
+        return None;
+    }
     let (engine, mode) = engine_route(pass)?;
     let route = pass.route.clone();
     if h.len > super::multipart_limit(&route.route.upload) {

@@ -26,9 +26,11 @@ use sluice_policy::{Checksum, Naming, UploadRules};
 use crate::backend::{NewObject, Part, Remotes, Staged};
 use crate::error::Reject;
 use crate::filters::{self, Allowlists, SNIFF_LEN};
+use crate::gate::{self, FormCheck};
 use crate::limits::BodyError;
 use crate::metrics::Metrics;
 use crate::runtime::RouteRt;
+use crate::signed::{self, FormPolicy};
 use multipart::{Multipart, MultipartError};
 
 pub mod form;
@@ -54,9 +56,15 @@ pub struct StoredObject {
     pub sha256: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Stored {
     pub objects: Vec<StoredObject>,
+    /// A signed form's `success_action_redirect`: answer 303 to it.
+    #[serde(skip)]
+    pub redirect: Option<String>,
+    /// A signed form's `success_action_status` (200, 201 or 204).
+    #[serde(skip)]
+    pub status: Option<u16>,
 }
 
 impl Stored {
@@ -100,16 +108,91 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Reject> {
     }
 }
 
+/// A signed form's fields, as they arrive before its first file part.
+#[derive(Default)]
+struct FormFields {
+    policy: Option<String>,
+    signature: Option<String>,
+    algorithm: Option<String>,
+    redirect: Option<String>,
+    status: Option<String>,
+}
+
+impl FormFields {
+    /// Where a field of this name goes; None: a field sluice does not read.
+    fn slot(&mut self, name: Option<&str>) -> Option<&mut Option<String>> {
+        let name = name?.to_ascii_lowercase();
+        match name.as_str() {
+            signed::F_POLICY => Some(&mut self.policy),
+            signed::F_SIGNATURE => Some(&mut self.signature),
+            signed::F_ALGORITHM => Some(&mut self.algorithm),
+            signed::F_REDIRECT => Some(&mut self.redirect),
+            signed::F_STATUS => Some(&mut self.status),
+            _ => None,
+        }
+    }
+
+    /// The policy, checked (signature, expiry, host, path, the redirect and
+    /// status fields it covers), before the first file part is accepted.
+    fn check(&self, route: &RouteRt, at: &FormCheck) -> Result<FormPolicy, Reject> {
+        let (Some(policy), Some(sig)) = (&self.policy, &self.signature) else {
+            return Err(if self.policy.is_none() {
+                Reject::FormPolicyMissing
+            } else {
+                Reject::SignatureInvalid(format!("no {} field", signed::F_SIGNATURE))
+            });
+        };
+        if let Some(a) = &self.algorithm
+            && a.trim() != signed::ALGORITHM
+        {
+            return Err(Reject::SignatureInvalid(format!(
+                "{} must be {}",
+                signed::F_ALGORITHM,
+                signed::ALGORITHM
+            )));
+        }
+        let keys = route.auth.as_ref().map_or(&[][..], |a| a.signing_keys());
+        let p = signed::verify_form(keys, policy, sig, gate::unix_now()).map_err(gate::refusal)?;
+        let outside =
+            |what: &str| Reject::SignatureInvalid(format!("{what} is not allowed by the policy"));
+        if !p.host.as_ref().is_some_and(|m| m.allows(&at.host)) {
+            return Err(outside("this host"));
+        }
+        if !p.path.as_ref().is_some_and(|m| m.allows(&at.path)) {
+            return Err(outside("this path"));
+        }
+        // A field the page sends must be one the policy names, as S3 requires:
+        // else anyone could send the signed form's visitors anywhere.
+        for (value, cond, name) in [
+            (&self.redirect, &p.redirect, signed::F_REDIRECT),
+            (&self.status, &p.status, signed::F_STATUS),
+        ] {
+            if let Some(v) = value
+                && !cond.as_ref().is_some_and(|m| m.allows(v))
+            {
+                return Err(outside(&format!("{name} {v:?}")));
+            }
+        }
+        Ok(p)
+    }
+}
+
 /// `dir` is the request path after the route prefix ("" or "sub/dir/").
+/// `form`: the request came in on a signed form policy still to be read
+/// (`gate::Pass::form`): its fields must come before the first file part.
 pub async fn multipart<S>(
     ctx: &Ctx<'_>,
     dir: &str,
     content_type: &str,
+    form: Option<&FormCheck>,
     body: S,
 ) -> Result<Stored, Reject>
 where
     S: Stream<Item = Result<Bytes, BodyError>> + Send + Unpin + 'static,
 {
+    let mut route = ctx.route.clone();
+    let mut fields_seen = FormFields::default();
+    let mut policy: Option<FormPolicy> = None;
     let rules = &ctx.route.route.upload;
     let boundary = multipart::boundary(content_type)
         .ok_or_else(|| Reject::UnsupportedMediaType(content_type.to_string()))?;
@@ -135,6 +218,8 @@ where
                 return Err(Reject::TooManyFields { limit: MAX_FIELDS });
             }
             let mut n = 0u64;
+            let mut value = Vec::new();
+            let keep = form.is_some() && policy.is_none();
             while let Some(chunk) = mp.chunk().await.map_err(fail)? {
                 n += chunk.len() as u64;
                 if n > MAX_FIELD_BYTES {
@@ -142,15 +227,33 @@ where
                         limit: MAX_FIELD_BYTES,
                     });
                 }
+                if keep {
+                    value.extend_from_slice(&chunk);
+                }
+            }
+            if keep && let Some(slot) = fields_seen.slot(head.name.as_deref()) {
+                *slot = Some(String::from_utf8_lossy(&value).into_owned());
             }
             continue;
         };
+        if let Some(at) = form
+            && policy.is_none()
+        {
+            let p = fields_seen.check(&route, at)?;
+            route = Arc::new(route.narrowed(p.max_size, &p.types));
+            policy = Some(p);
+        }
         if staged.len() as u32 >= rules.max_files {
             return Err(Reject::TooManyFiles {
                 limit: rules.max_files,
             });
         }
-        let (key, declared) = file_part(&ctx.route, &dir, &raw_name, head.content_type)?;
+        let (key, declared) = file_part(&route, &dir, &raw_name, head.content_type)?;
+        if let Some(m) = policy.as_ref().and_then(|p| p.key.as_ref())
+            && !m.allows(&key)
+        {
+            return Err(Reject::KeyNotAllowed(key));
+        }
         let mut part = open(ctx, &key, &declared, None)?;
         let chunks = futures_util::stream::unfold(&mut mp, |mp| async {
             match mp.chunk().await {
@@ -160,13 +263,27 @@ where
             }
         });
         let mut chunks = std::pin::pin!(chunks);
-        pump(&mut chunks, &ctx.route, &declared, &mut part).await?;
-        staged.push(finish(part, key, declared).await?);
+        pump(&mut chunks, &route, &declared, &mut part).await?;
+        let done = finish(part, key, declared).await?;
+        if let Some(p) = &policy
+            && done.1.size < p.min_size
+        {
+            // Dropped uncommitted: nothing of it stays.
+            return Err(Reject::FileTooSmall { min: p.min_size });
+        }
+        staged.push(done);
     }
     if staged.is_empty() {
         return Err(Reject::NoFiles);
     }
-    commit(staged)
+    let mut stored = commit(staged)?;
+    stored.redirect = fields_seen.redirect.filter(|_| policy.is_some());
+    stored.status = fields_seen
+        .status
+        .filter(|_| policy.is_some())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|s| matches!(s, 200 | 201 | 204));
+    Ok(stored)
 }
 
 /// The directory a POST's files go to: the request path after the route
@@ -346,5 +463,8 @@ fn commit(staged: Vec<(Staged, StoredObject)>) -> Result<Stored, Reject> {
         s.commit()?;
         objects.push(obj);
     }
-    Ok(Stored { objects })
+    Ok(Stored {
+        objects,
+        ..Stored::default()
+    })
 }

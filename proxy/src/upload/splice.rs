@@ -289,6 +289,7 @@ pub async fn run(
                 content_type: plan.declared,
                 sha256: hasher.map(|h| hex::encode(h.finalize())),
             }],
+            ..Stored::default()
         };
         return Ok((stored, rest > 0));
     }
