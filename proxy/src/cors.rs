@@ -179,8 +179,9 @@ impl Cors {
             .filter(|n| !n.is_empty())
         {
             let name = shown(name).to_ascii_lowercase();
-            let allowed =
-                self.headers.contains(&name) || (self.any_header && name != "authorization");
+            // Only a token is a header name, and only one can be echoed back.
+            let allowed = self.headers.contains(&name)
+                || (self.any_header && name != "authorization" && is_token(&name));
             if !allowed {
                 return Err(format!(
                     "request header {name:?} is not allowed for cross-origin requests here; allowed: {}",
@@ -210,6 +211,12 @@ impl Cors {
         out.push(("vary", PREFLIGHT_VARY.into()));
         Ok(out)
     }
+}
+
+/// An HTTP token (RFC 9110 `field-name`).
+fn is_token(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
@@ -310,6 +317,10 @@ mod tests {
         assert_eq!(get(&h, "access-control-max-age"), None);
         assert!(
             c.preflight(b"https://any.example", b"PUT", Some(b"authorization"))
+                .is_err()
+        );
+        assert!(
+            c.preflight(b"https://any.example", b"PUT", Some(b"x-a, x b"))
                 .is_err()
         );
         // `null` (sandboxed frames, file:) is an origin `*` shares with.
