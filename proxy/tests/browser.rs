@@ -111,8 +111,14 @@ fn start_browser() -> Result<Shared, String> {
             "-c",
             r#"setsid "$0" --port=0 & d=$!
                read -r _
+               # Our pipes are closed now: writing to them would end this shell early.
+               exec >/dev/null 2>&1
                kill -KILL -- -"$d" 2>/dev/null || kill -KILL "$d"
-               rm -rf -- "$1""#,
+               wait "$d"
+               # Killed processes may still be closing files in the profile: wait
+               # (bounded) until the group is gone, then remove it.
+               for _ in $(seq 50); do kill -0 -- -"$d" 2>/dev/null || break; sleep 0.1; done
+               rm -rf -- "$1" 2>/dev/null || { sleep 1; rm -rf -- "$1"; }"#,
             CHROMEDRIVER,
         ])
         .arg(&profile)
