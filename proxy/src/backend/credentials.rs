@@ -461,10 +461,7 @@ impl Chain {
     }
 
     /// One pass down the chain: the first configured source's keys, or why none.
-    async fn load(
-        &self,
-        client: &Result<HttpsClient, String>,
-    ) -> Result<Loaded, (Option<Source>, String)> {
+    async fn load(&self, client: &HttpsClient) -> Result<Loaded, (Option<Source>, String)> {
         let s = &self.settings;
         let mut skipped = Vec::new();
         for source in [
@@ -541,10 +538,7 @@ fn sts_endpoint(s: &Settings) -> Result<String, LoadError> {
     Ok(format!("https://sts.{region}.{suffix}"))
 }
 
-async fn web_identity(
-    s: &Settings,
-    client: &Result<HttpsClient, String>,
-) -> Result<Loaded, LoadError> {
+async fn web_identity(s: &Settings, client: &HttpsClient) -> Result<Loaded, LoadError> {
     let Some(token_file) = &s.web_identity_token_file else {
         return Err(LoadError::NotConfigured(
             "AWS_WEB_IDENTITY_TOKEN_FILE not set".into(),
@@ -605,10 +599,7 @@ async fn web_identity(
     ))
 }
 
-async fn container(
-    s: &Settings,
-    client: &Result<HttpsClient, String>,
-) -> Result<Loaded, LoadError> {
+async fn container(s: &Settings, client: &HttpsClient) -> Result<Loaded, LoadError> {
     // The relative URI (ECS) wins over the full one, as in the SDKs.
     let url = match (&s.container_relative_uri, &s.container_full_uri) {
         (Some(rel), _) => format!("{ECS_HOST}{rel}"),
@@ -695,7 +686,7 @@ async fn check_full_uri(full: &str) -> Result<(), LoadError> {
     }
 }
 
-async fn imds(s: &Settings, client: &Result<HttpsClient, String>) -> Result<Loaded, LoadError> {
+async fn imds(s: &Settings, client: &HttpsClient) -> Result<Loaded, LoadError> {
     if s.imds_disabled {
         return Err(LoadError::NotConfigured(
             "disabled by AWS_EC2_METADATA_DISABLED".into(),
@@ -929,7 +920,7 @@ async fn read_token(path: &std::path::Path) -> Result<String, LoadError> {
 
 /// `send`, where even an endpoint that cannot be reached is a failure.
 async fn fetch(
-    client: &Result<HttpsClient, String>,
+    client: &HttpsClient,
     req: Request<Full<Bytes>>,
     what: &str,
 ) -> Result<(StatusCode, Bytes), LoadError> {
@@ -949,18 +940,10 @@ enum Sent {
 }
 
 async fn send(
-    client: &Result<HttpsClient, String>,
+    client: &HttpsClient,
     req: Request<Full<Bytes>>,
     what: &str,
 ) -> Result<(StatusCode, Bytes), Sent> {
-    let client = match client {
-        Ok(c) => c,
-        Err(e) => {
-            return Err(Sent::Failed(LoadError::Config(format!(
-                "no HTTP client for the credential sources: {e}"
-            ))));
-        }
-    };
     let exchange = async {
         let resp = client.request(req).await.map_err(|e| {
             let msg = super::http::error_chain(&e);
@@ -997,7 +980,7 @@ async fn send(
 
 /// http and https, HTTP/1.1, certificates checked against the platform's
 /// root store (what the SDKs use on Linux: the image's CA bundle).
-fn https_client(tls: rustls::ClientConfig) -> Result<HttpsClient, String> {
+fn https_client(tls: rustls::ClientConfig) -> HttpsClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -1007,11 +990,9 @@ fn https_client(tls: rustls::ClientConfig) -> Result<HttpsClient, String> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(https),
-    )
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(https)
 }
 
 #[cfg(test)]
