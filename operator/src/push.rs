@@ -150,24 +150,22 @@ impl Pusher {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// The config of a plaintext client: never used for a handshake (http://
 /// only), but reqwest needs one, having no provider of its own.
 fn plaintext_config() -> Result<ClientConfig, PushError> {
-    Ok(ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| PushError::Tls(e.to_string()))?
-        .with_root_certificates(RootCertStore::empty())
-        .with_no_client_auth())
+    Ok(
+        ClientConfig::builder_with_provider(sluice_policy::pem::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| PushError::Tls(e.to_string()))?
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth(),
+    )
 }
 
 /// The rustls config of the HTTPS pushes: `tls.ca_pem` the only roots, the
 /// certificate checked for `tls.server_name` whatever address was dialled.
 pub fn client_config(tls: &AdminTls) -> Result<ClientConfig, PushError> {
-    let mut config = ClientConfig::builder_with_provider(provider())
+    let mut config = ClientConfig::builder_with_provider(sluice_policy::pem::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| PushError::Tls(e.to_string()))?
         .dangerous()
@@ -192,9 +190,12 @@ fn fixed_name(tls: &AdminTls) -> Result<Arc<FixedName>, PushError> {
     }
     let name = ServerName::try_from(tls.server_name.clone())
         .map_err(|e| PushError::Tls(format!("server name {:?}: {e}", tls.server_name)))?;
-    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-        .build()
-        .map_err(|e| PushError::Tls(e.to_string()))?;
+    let inner = WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        sluice_policy::pem::provider(),
+    )
+    .build()
+    .map_err(|e| PushError::Tls(e.to_string()))?;
     Ok(Arc::new(FixedName { inner, name }))
 }
 

@@ -294,19 +294,11 @@ fn load_client_ca(
         path: path.to_path_buf(),
         reason,
     };
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("not valid PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(bad("no PEM certificate in it".into()));
-    }
+    // The same checks as an engine's caSecretRef: PEM, at least one
+    // certificate, each usable as a trust anchor.
     let mut roots = RootCertStore::empty();
-    for c in certs {
-        roots.add(c).map_err(|e| {
-            bad(format!(
-                "a certificate is not usable as a trust anchor: {e}"
-            ))
-        })?;
+    for c in sluice_policy::pem::ca_bundle(pem).map_err(bad)? {
+        roots.add(c).map_err(|e| bad(e.to_string()))?;
     }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
@@ -338,7 +330,7 @@ impl Tls {
                 keys: cfg.keys.len(),
             });
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = sluice_policy::pem::provider();
         let mut certs = Vec::new();
         let mut seen = Vec::new();
         for (c, k) in cfg.certs.iter().zip(&cfg.keys) {
