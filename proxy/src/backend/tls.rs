@@ -200,9 +200,7 @@ impl Clients {
         failures: FailureCounter,
     ) -> Self {
         let default = EngineClient::new(
-            base_config()
-                .with_root_certificates(roots.clone())
-                .with_no_client_auth(),
+            default_config(&roots),
             None,
             connect_timeout,
             failures.clone(),
@@ -219,9 +217,7 @@ impl Clients {
     /// The TLS setting of policies without `tls`: system roots, no client
     /// certificate (also what the AWS credential chain speaks to STS with).
     pub fn default_config(&self) -> ClientConfig {
-        base_config()
-            .with_root_certificates(self.roots.clone())
-            .with_no_client_auth()
+        default_config(&self.roots)
     }
 
     /// The client of policies without `tls`: system roots, no client certificate.
@@ -283,6 +279,13 @@ impl Clients {
             )),
         }
     }
+}
+
+/// The platform's roots, no client certificate.
+fn default_config(roots: &Arc<RootCertStore>) -> ClientConfig {
+    base_config()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth()
 }
 
 /// TLS 1.3 and 1.2 with the ring provider.
