@@ -144,6 +144,10 @@ fn helm_template_renders_what_the_binaries_take() {
     let container = &pod["containers"][0];
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    // A stopping proxy first sleeps (its endpoint leaves the Services), then
+    // drains within what is left of the kubelet's grace period.
+    assert_eq!(container["lifecycle"]["preStop"]["sleep"]["seconds"], 5);
+    assert_eq!(pod["terminationGracePeriodSeconds"], 40);
     let config = pod["volumes"]
         .as_array()
         .unwrap()
@@ -209,6 +213,26 @@ fn helm_template_renders_what_the_binaries_take() {
     find(&docs, "HorizontalPodAutoscaler", "sluice-proxy");
     find(&docs, "ServiceMonitor", "sluice-proxy");
     find(&docs, "ServiceMonitor", "sluice-operator");
+
+    // Before Kubernetes 1.30 there is no preStop sleep action (and the image
+    // has no shell), so the drain gets the whole grace period.
+    let docs = render(&["--kube-version", "1.29.0"]);
+    let proxy = find(&docs, "Deployment", "sluice-proxy");
+    assert!(args_of(proxy).contains(&"--shutdown-grace=35s".to_string()));
+    assert!(proxy["spec"]["template"]["spec"]["containers"][0]["lifecycle"].is_null());
+    // A grace period the preStop sleep eats is refused with a clear message.
+    let out = helm_offline(&[
+        "template",
+        "sluice",
+        chart().as_str(),
+        "--set",
+        "proxy.terminationGracePeriodSeconds=10",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("must exceed proxy.preStopSleepSeconds"),
+        "{stderr}"
+    );
 }
 
 /// TLS on the proxies' client port (a Secret the user names) and on their
