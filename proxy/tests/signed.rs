@@ -457,13 +457,9 @@ fn size_and_type_conditions_on_both_paths() {
     // before the body), mid-stream when chunked, and over HTTP/2.
     let big = png(5000);
     let f = temp_file(&big);
-    for (i, extra) in [
-        &[][..],
-        &["-H", "Transfer-Encoding: chunked"],
-        &["--http2-prior-knowledge"],
-    ]
-    .iter()
-    .enumerate()
+    for (i, extra) in [&[][..], &["-H", "Transfer-Encoding: chunked"]]
+        .iter()
+        .enumerate()
     {
         let key = format!("big{i}.png");
         let mut args = vec!["-H", "Content-Type: image/png"];
@@ -472,6 +468,13 @@ fn size_and_type_conditions_on_both_paths() {
         args.extend_from_slice(&["-T", path_str(f.path()), &url]);
         assert_reject(&curl(&args), 413, "file_too_large");
     }
+    let r = h2_put(
+        &url_for("big2.png"),
+        &[("content-type", "image/png")],
+        big.clone(),
+    );
+    assert_eq!(r.version, "HTTP/2.0");
+    assert_reject(&r, 413, "file_too_large");
 
     // Wrong type: declared, and declared right but sniffed wrong; each path.
     let text = random_bytes(1000, 4)
@@ -479,13 +482,9 @@ fn size_and_type_conditions_on_both_paths() {
         .map(|b| b'a' + b % 26)
         .collect::<Vec<_>>();
     let f = temp_file(&text);
-    for (i, extra) in [
-        &[][..],
-        &["-H", "Transfer-Encoding: chunked"],
-        &["--http2-prior-knowledge"],
-    ]
-    .iter()
-    .enumerate()
+    for (i, extra) in [&[][..], &["-H", "Transfer-Encoding: chunked"]]
+        .iter()
+        .enumerate()
     {
         for ct in ["text/plain", "image/png"] {
             let url = url_for(&format!("t{i}.png"));
@@ -496,6 +495,10 @@ fn size_and_type_conditions_on_both_paths() {
             let r = curl(&args);
             assert_eq!(r.status, 415, "{ct} {extra:?}: {}", r.text());
         }
+    }
+    for ct in ["text/plain", "image/png"] {
+        let r = h2_put(&url_for("t2.png"), &[("content-type", ct)], text.clone());
+        assert_eq!(r.status, 415, "{ct} over HTTP/2: {}", r.text());
     }
     let stored = engines::files_under(&engine.root);
     assert_eq!(

@@ -662,6 +662,26 @@ pub fn client_h2() -> reqwest::Client {
         .expect("reqwest client")
 }
 
+/// A PUT over HTTP/2 (prior knowledge) with reqwest, from a synchronous test.
+/// For refusals sent before the body is read: the proxy answers, then resets
+/// the stream with NO_ERROR (RFC 9113 8.1), which Debian's curl 7.88 can
+/// report as "Stream error in the HTTP/2 framing layer" when the reset
+/// arrives while it is still sending.
+pub fn h2_put(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Response {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let mut req = client_h2().put(url).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.expect("HTTP/2 PUT");
+        Response::from_reqwest(r).await
+    })
+}
+
 /// A bare TCP connection, for requests real clients would not send.
 pub struct Raw {
     pub stream: TcpStream,
