@@ -33,6 +33,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
+    CARGO_PROFILE_RELEASE_STRIP=debuginfo \
     cargo build --release --locked --target x86_64-unknown-linux-musl -p sluice-proxy \
  && cp target/x86_64-unknown-linux-musl/release/sluice-proxy /sluice-proxy
 
