@@ -214,3 +214,32 @@ fn try_http_get(addr: &str) -> std::io::Result<String> {
     s.read_to_string(&mut body)?;
     Ok(body)
 }
+
+/// The teardown check is live: a host change the node did not make, and so
+/// does not undo, is reported and fails the harness.
+#[test]
+fn teardown_reports_a_host_change_it_did_not_undo() {
+    // In the benchmarking range on lo, like the node's own address.
+    const STRAY: &str = "198.18.99.99/32";
+    let node = Node::start(&[]);
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    };
+    ip(&["addr", "add", STRAY, "dev", "lo"]);
+    let report = node.stop();
+    ip(&["addr", "del", STRAY, "dev", "lo"]);
+    println!("{report}");
+    assert!(!report.clean, "{report}");
+    assert!(report.status.contains("exit status: 1"), "{report}");
+    assert!(
+        report
+            .leftovers
+            .iter()
+            .any(|l| l == "addrs + lo inet 198.18.99.99/32"),
+        "{report}"
+    );
+}

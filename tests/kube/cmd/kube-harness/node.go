@@ -85,17 +85,18 @@ const (
 	criTimeout       = 60 * time.Second
 )
 
-// Debian packages the node needs, by the file each installs.
-var hostTools = []struct{ path, pkg string }{
-	{"/usr/bin/containerd", "containerd"},
-	{"/usr/bin/ctr", "containerd"},
-	{"/usr/bin/containerd-shim-runc-v2", "containerd"},
-	{"/usr/sbin/runc", "runc"},
+// Debian packages the node needs, by a command each installs (looked up in
+// PATH, sbin folders included) or an absolute path.
+var hostTools = []struct{ name, pkg string }{
+	{"containerd", "containerd"},
+	{"ctr", "containerd"},
+	{"containerd-shim-runc-v2", "containerd"},
+	{"runc", "runc"},
 	{"/usr/lib/cni/ptp", "containernetworking-plugins"},
 	{"/usr/lib/cni/host-local", "containernetworking-plugins"},
 	{"/usr/lib/cni/loopback", "containernetworking-plugins"},
-	{"/usr/sbin/nft", "nftables"},
-	{"/usr/sbin/ip", "iproute2"},
+	{"nft", "nftables"},
+	{"ip", "iproute2"},
 }
 
 var nodeBinaries = []string{"kubelet", "kube-scheduler", "kube-controller-manager", "kube-proxy"}
@@ -226,11 +227,19 @@ func checkNodePrereqs(o nodeOptions) error {
 	if os.Geteuid() != 0 {
 		return errors.New("--node needs root: it runs containerd and the kubelet and changes the host's network")
 	}
+	// Root's PATH has the sbin folders; a test runner's may not.
+	path := os.Getenv("PATH")
+	for _, d := range []string{"/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
+		if !strings.Contains(":"+path+":", ":"+d+":") {
+			path += ":" + d
+		}
+	}
+	os.Setenv("PATH", strings.TrimPrefix(path, ":"))
 	var missing, pkgs []string
 	seen := map[string]bool{}
 	for _, t := range hostTools {
-		if _, err := os.Stat(t.path); err != nil {
-			missing = append(missing, t.path)
+		if _, err := exec.LookPath(t.name); err != nil {
+			missing = append(missing, t.name)
 			if !seen[t.pkg] {
 				seen[t.pkg] = true
 				pkgs = append(pkgs, t.pkg)
@@ -658,7 +667,7 @@ disabled_plugins = [
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		return err
 	}
-	if err := n.start("containerd", nil, "/usr/bin/containerd", "--config", path); err != nil {
+	if err := n.start("containerd", nil, "containerd", "--config", path); err != nil {
 		return err
 	}
 	return n.waitFor(ctx, "containerd to answer", containerdStartTimeout, "containerd", func() (bool, string) {
@@ -671,7 +680,7 @@ func (n *node) ctr(ctx context.Context, timeout time.Duration, args ...string) (
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	all := append([]string{"--address", n.containerdSocket(), "--namespace", "k8s.io"}, args...)
-	out, err := exec.CommandContext(ctx, "/usr/bin/ctr", all...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "ctr", all...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
@@ -815,7 +824,9 @@ func kubeletEnv() []string {
 func (n *node) proxyEnv() []string {
 	bin := filepath.Join(n.work, "proxy-bin")
 	_ = os.MkdirAll(bin, 0o755)
-	_ = os.Symlink("/usr/sbin/nft", filepath.Join(bin, "nft"))
+	if nft, err := exec.LookPath("nft"); err == nil {
+		_ = os.Symlink(nft, filepath.Join(bin, "nft"))
+	}
 	return envWithPath(bin + ":/usr/local/bin:/usr/bin:/bin")
 }
 
