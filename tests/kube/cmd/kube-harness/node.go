@@ -157,6 +157,9 @@ func runNode(dir string, o nodeOptions) (err error) {
 	if err := setSubreaper(); err != nil {
 		return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
 	}
+	if err := recoverDeadRun(); err != nil {
+		return err
+	}
 	before, err := snapshotHost()
 	if err != nil {
 		return fmt.Errorf("host snapshot: %w", err)
@@ -164,6 +167,11 @@ func runNode(dir string, o nodeOptions) (err error) {
 	data, err := os.MkdirTemp("", "kube-harness-")
 	if err != nil {
 		return err
+	}
+	// Until the teardown below has run, a later harness can undo this run
+	// from the journal if this process is killed.
+	if err := writeJournal(journal{Pid: os.Getpid(), Dir: dir, Data: data, Before: before}); err != nil {
+		return fmt.Errorf("journal %s: %w", journalPath, err)
 	}
 	n := &node{
 		dir:    dir,
@@ -185,6 +193,7 @@ func runNode(dir string, o nodeOptions) (err error) {
 		downStart := time.Now()
 		n.down()
 		_ = os.RemoveAll(data)
+		_ = os.Remove(journalPath)
 		after, serr := snapshotHost()
 		if serr != nil {
 			err = errors.Join(err, fmt.Errorf("host snapshot after: %w", serr))
@@ -971,8 +980,7 @@ func (n *node) down() {
 	killDescendants(5*time.Second, nil)
 
 	// Host state, most specific first.
-	prefixes := []string{n.dir, "/run/containerd", "/var/lib/kubelet", "/run/netns", "/var/run/netns"}
-	if err := unmountNew(n.before, prefixes); err != nil {
+	if err := unmountNew(n.before, mountPrefixes(n.dir)); err != nil {
 		log.Printf("teardown: unmount: %v", err)
 	}
 	if err := removeNewVeths(n.before); err != nil {
@@ -984,14 +992,26 @@ func (n *node) down() {
 		}
 	}
 	n.undo = nil
-	if err := nftRestore(n.before); err != nil {
-		log.Printf("teardown: nftables: %v", err)
+	restoreHost(n.before, n.dir, "teardown")
+}
+
+// Where the node's mounts are: its folder, and the places containerd and
+// the kubelet use whatever they are told.
+func mountPrefixes(dir string) []string {
+	return []string{dir, "/run/containerd", "/var/lib/kubelet", "/run/netns", "/var/run/netns"}
+}
+
+// restoreHost undoes, generically, what the node's components change:
+// nftables, sysctls, host paths.
+func restoreHost(before *hostState, dir, what string) {
+	if err := nftRestore(before); err != nil {
+		log.Printf("%s: nftables: %v", what, err)
 	}
-	if err := restoreSysctls(n.before); err != nil {
-		log.Printf("teardown: sysctls: %v", err)
+	if err := restoreSysctls(before); err != nil {
+		log.Printf("%s: sysctls: %v", what, err)
 	}
-	if err := removeNewPaths(n.before, n.dir); err != nil {
-		log.Printf("teardown: paths: %v", err)
+	if err := removeNewPaths(before, dir); err != nil {
+		log.Printf("%s: paths: %v", what, err)
 	}
 }
 

@@ -29,7 +29,9 @@ func startProc(name, logPath string, env []string, bin string, args ...string) (
 	cmd.Stdout = f
 	cmd.Stderr = f
 	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Own process group: a Ctrl-C in the harness's terminal reaches the
+	// harness alone, which then stops the components in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, err
