@@ -117,8 +117,9 @@ spec:
         .as_str()
         .unwrap()
         .to_string();
+    let ip: std::net::Ipv4Addr = pod_ip.parse().expect("an IPv4 pod IP");
     assert!(
-        pod_ip.starts_with("198.18.1"),
+        ip.octets()[..2] == [198, 18] && (16..32).contains(&ip.octets()[2]),
         "pod IP {pod_ip} outside {}",
         node.pod_cidr
     );
@@ -176,6 +177,12 @@ spec:
     );
     assert!(
         logs.contains(&format!("GET http://{cluster_ip}/: 200 probe {web_pod}")),
+        "{logs}"
+    );
+    // Routes to the benchmarking range only: nothing leaves the machine.
+    assert!(
+        logs.contains("probe: route 198.18.0.0/15 via 198.18.16.1 dev eth0")
+            && !logs.contains("probe: route 0.0.0.0/0"),
         "{logs}"
     );
     let mounted = node.get_json(&["pod", "client", "-n", NS]);

@@ -13,7 +13,8 @@
 //! The binaries come from `tests/kube/build.sh` (`scripts/test` runs it);
 //! without them every test using this module fails, naming the script.
 //! There is no kubelet and no controller-manager: objects are stored and
-//! served, nothing runs them (see tests/kube/cmd/kube-harness). Pods can be
+//! served, nothing runs them (see tests/kube/cmd/kube-harness; `node.rs`
+//! starts the same harness with a real node). Pods can be
 //! created directly (the ServiceAccount admission plugin is off) and their
 //! status patched with `kubectl patch --subresource=status`.
 //!
@@ -90,8 +91,14 @@ impl Spawned {
 }
 
 /// Starts kube-harness with `args` and waits (at most `timeout`) for its
-/// ready line; panics with its stderr if it exits or times out first.
-pub(crate) fn spawn_harness(args: &[&std::ffi::OsStr], timeout: Duration) -> Spawned {
+/// ready line; panics with its output if it exits or times out first (after
+/// closing its stdin and waiting up to `stop_timeout` for it to undo what it
+/// started).
+pub(crate) fn spawn_harness(
+    args: &[&std::ffi::OsStr],
+    timeout: Duration,
+    stop_timeout: Duration,
+) -> Spawned {
     let harness = bin("kube-harness");
     let mut child = Command::new(&harness)
         .args(args)
@@ -100,7 +107,7 @@ pub(crate) fn spawn_harness(args: &[&std::ffi::OsStr], timeout: Duration) -> Spa
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", harness.display()));
-    let stdin = child.stdin.take().expect("piped stdin");
+    let mut stdin = Some(child.stdin.take().expect("piped stdin"));
 
     let stderr = Arc::new(Mutex::new(String::new()));
     let err_pipe = child.stderr.take().expect("piped stderr");
@@ -134,8 +141,10 @@ pub(crate) fn spawn_harness(args: &[&std::ffi::OsStr], timeout: Duration) -> Spa
             }
             Err(e) => {
                 // A harness that gave up has undone its work and may still be
-                // reporting it: wait for its exit before killing it.
-                let status = match wait_until(Instant::now() + STOP_TIMEOUT, || {
+                // reporting it; one still starting stops when its stdin
+                // closes. Either way, wait for its exit before killing it.
+                drop(stdin.take());
+                let status = match wait_until(Instant::now() + stop_timeout, || {
                     child.try_wait().ok().flatten()
                 }) {
                     Some(status) => Ok(status),
@@ -159,7 +168,7 @@ pub(crate) fn spawn_harness(args: &[&std::ffi::OsStr], timeout: Duration) -> Spa
     };
     Spawned {
         child,
-        stdin,
+        stdin: stdin.expect("kept until ready"),
         ready,
         stdout: rx,
         stderr,
@@ -215,6 +224,7 @@ impl Kube {
                 "--remove-dir".as_ref(),
             ],
             START_TIMEOUT,
+            STOP_TIMEOUT,
         );
         Kube::from_harness(spawned, dir, STOP_TIMEOUT)
     }

@@ -92,7 +92,7 @@ impl Node {
             args.push("--images".as_ref());
             args.push(d.as_os_str());
         }
-        let spawned = spawn_harness(&args, START_TIMEOUT);
+        let spawned = spawn_harness(&args, START_TIMEOUT, STOP_TIMEOUT);
         let ms = |key: &str| {
             Duration::from_millis(
                 spawned

@@ -25,7 +25,21 @@
 // PID, mounts under its folders, veths, the lo address, nftables rules,
 // sysctls, cgroups and the host paths the components create. A second
 // snapshot is compared with the first; any difference is printed and makes
-// the harness exit non-zero.
+// the harness exit non-zero. A killed harness's run is undone by the next
+// (recover.go).
+//
+// Trade-offs: the kubelet and kube-proxy run with a PATH without iptables,
+// so the kubelet makes none of its iptables chains (nothing here needs them)
+// and kube-proxy's only rules are its own nftables tables, which --cleanup
+// deletes. The kubelet trusts any client certificate of the run's CA
+// (AlwaysAllow): only the API server has one. Components other than the
+// kubelet authenticate with static tokens as the users the bootstrap RBAC
+// policy already grants (the controller-manager as system:masters).
+//
+//	stdout: kube-harness: ready kubeconfig=DIR/admin.kubeconfig server=https://198.18.0.1:6443
+//	          node=sluice-node node_ready_ms=N up_ms=N pod_cidr=... service_cidr=...
+//	        ... on stop: host before: mounts=N links=N ..., host after: ...,
+//	          leftover CATEGORY +|- LINE (each difference), teardown clean|left N changes down_ms=N
 package main
 
 import (

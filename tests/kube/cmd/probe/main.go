@@ -2,6 +2,7 @@
 //
 //	probe serve :8080            answers GET / with "probe <hostname>"
 //	probe check [--apiserver] [URL...]
+//	    prints the pod's IPv4 routes (from /proc/net/route), then
 //	    GETs https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/version
 //	    with the pod's ServiceAccount token and CA (what an in-cluster client
 //	    such as kube-rs does), then each URL; prints one line per answer and
@@ -69,6 +70,7 @@ func check(args []string) int {
 		}
 		targets = append(targets, target{url: url + "/version", client: client, token: token})
 	}
+	printRoutes()
 	deadline := time.Now().Add(time.Minute)
 	for _, t := range targets {
 		for {
@@ -121,4 +123,30 @@ func inCluster() (*http.Client, string, string, error) {
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
 	}
 	return client, strings.TrimSpace(string(token)), "https://" + net.JoinHostPort(host, port), nil
+}
+
+// printRoutes prints "probe: route DEST/BITS via GW dev IF" per IPv4 route.
+func printRoutes() {
+	b, err := os.ReadFile("/proc/net/route")
+	if err != nil {
+		fmt.Printf("probe: routes: %v\n", err)
+		return
+	}
+	// Iface Destination Gateway Flags RefCnt Use Metric Mask ...; addresses
+	// in hex, in the host's (little-endian) byte order.
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 8 {
+			continue
+		}
+		dst, gw, mask := hexIP(f[1]), hexIP(f[2]), hexIP(f[7])
+		bits, _ := net.IPMask(mask.To4()).Size()
+		fmt.Printf("probe: route %s/%d via %s dev %s\n", dst, bits, gw, f[0])
+	}
+}
+
+func hexIP(h string) net.IP {
+	var v uint32
+	fmt.Sscanf(h, "%x", &v)
+	return net.IPv4(byte(v), byte(v>>8), byte(v>>16), byte(v>>24))
 }
