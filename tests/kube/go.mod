@@ -40,7 +40,11 @@ replace (
 	k8s.io/sample-apiserver => k8s.io/sample-apiserver v0.33.13
 )
 
-require go.etcd.io/etcd/server/v3 v3.5.21
+require (
+	go.etcd.io/etcd/server/v3 v3.5.21
+	google.golang.org/grpc v1.68.1
+	k8s.io/cri-api v0.33.13
+)
 
 require (
 	cel.dev/expr v0.19.1 // indirect
@@ -156,7 +160,6 @@ require (
 	google.golang.org/genproto v0.0.0-20240123012728-ef4313101c80 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20241209162323-e6fa225c2576 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20241209162323-e6fa225c2576 // indirect
-	google.golang.org/grpc v1.68.1 // indirect
 	google.golang.org/protobuf v1.36.5 // indirect
 	gopkg.in/evanphx/json-patch.v4 v4.12.0 // indirect
 	gopkg.in/go-jose/go-jose.v2 v2.6.3 // indirect

@@ -13,7 +13,8 @@
 //! The binaries come from `tests/kube/build.sh` (`scripts/test` runs it);
 //! without them every test using this module fails, naming the script.
 //! There is no kubelet and no controller-manager: objects are stored and
-//! served, nothing runs them (see tests/kube/cmd/kube-harness). Pods can be
+//! served, nothing runs them (see tests/kube/cmd/kube-harness; `node.rs`
+//! starts the same harness with a real node). Pods can be
 //! created directly (the ServiceAccount admission plugin is off) and their
 //! status patched with `kubectl patch --subresource=status`.
 //!
@@ -56,8 +57,122 @@ pub struct Kube {
     /// The API server's log, readable while it runs.
     pub apiserver_log: PathBuf,
     child: Mutex<Option<(Child, ChildStdin)>>,
+    /// The harness's stdout after its ready line (node mode reports its
+    /// teardown there).
+    stdout: Mutex<Option<mpsc::Receiver<String>>>,
     stderr: Arc<Mutex<String>>,
+    /// How long [`Kube::stop`] waits for the harness before killing it.
+    stop_timeout: Duration,
     counter: AtomicUsize,
+}
+
+/// A kube-harness process that printed its ready line.
+pub(crate) struct Spawned {
+    pub child: Child,
+    pub stdin: ChildStdin,
+    /// The ready line, `kube-harness: ready key=value ...`.
+    pub ready: String,
+    /// Its stdout lines after the ready line.
+    pub stdout: mpsc::Receiver<String>,
+    /// All it wrote to stderr so far (read by a thread).
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Spawned {
+    /// The value of `key=` in the ready line; panics if it is not there.
+    pub fn field(&self, key: &str) -> String {
+        let prefix = format!("{key}=");
+        self.ready
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {key} in {:?}", self.ready))
+            .to_string()
+    }
+}
+
+/// Starts kube-harness with `args` and waits (at most `timeout`) for its
+/// ready line; panics with its output if it exits or times out first (after
+/// closing its stdin and waiting up to `stop_timeout` for it to undo what it
+/// started).
+pub(crate) fn spawn_harness(
+    args: &[&std::ffi::OsStr],
+    timeout: Duration,
+    stop_timeout: Duration,
+) -> Spawned {
+    let harness = bin("kube-harness");
+    let mut child = Command::new(&harness)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", harness.display()));
+    let mut stdin = Some(child.stdin.take().expect("piped stdin"));
+
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let err_pipe = child.stderr.take().expect("piped stderr");
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    let (tx, rx) = mpsc::channel();
+    let out_pipe = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out_pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let deadline = Instant::now() + timeout;
+    let mut before = String::new();
+    let ready = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("kube-harness: ready ") => break line,
+            Ok(line) => {
+                before.push_str(&line);
+                before.push('\n');
+            }
+            Err(e) => {
+                // A harness that gave up has undone its work and may still be
+                // reporting it; one still starting stops when its stdin
+                // closes. Either way, wait for its exit before killing it.
+                drop(stdin.take());
+                let status = match wait_until(Instant::now() + stop_timeout, || {
+                    child.try_wait().ok().flatten()
+                }) {
+                    Some(status) => Ok(status),
+                    None => {
+                        let _ = child.kill();
+                        child.wait()
+                    }
+                };
+                // Let the readers drain what the harness said last.
+                std::thread::sleep(Duration::from_millis(200));
+                while let Ok(line) = rx.try_recv() {
+                    before.push_str(&line);
+                    before.push('\n');
+                }
+                panic!(
+                    "kube-harness did not get ready ({e}; exit: {status:?})\nits stdout:\n{before}its stderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        }
+    };
+    Spawned {
+        child,
+        stdin: stdin.expect("kept until ready"),
+        ready,
+        stdout: rx,
+        stderr,
+    }
 }
 
 /// `target/kube/bin`, where `tests/kube/build.sh` puts kube-apiserver,
@@ -98,75 +213,26 @@ impl Kube {
         if let Some(path) = std::env::var_os("SLUICE_TEST_KUBECONFIG") {
             return Kube::external(PathBuf::from(path));
         }
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let harness = bin("kube-harness");
         let apiserver = bin("kube-apiserver");
-        // The harness removes the folder when it stops, so it must be fresh.
-        let dir = std::env::temp_dir().join(format!(
-            "sluice-kube-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut child = Command::new(&harness)
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--apiserver")
-            .arg(&apiserver)
-            .arg("--remove-dir")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", harness.display()));
-        let stdin = child.stdin.take().expect("piped stdin");
+        let dir = fresh_dir("sluice-kube");
+        let spawned = spawn_harness(
+            &[
+                "--dir".as_ref(),
+                dir.as_os_str(),
+                "--apiserver".as_ref(),
+                apiserver.as_os_str(),
+                "--remove-dir".as_ref(),
+            ],
+            START_TIMEOUT,
+            STOP_TIMEOUT,
+        );
+        Kube::from_harness(spawned, dir, STOP_TIMEOUT)
+    }
 
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err_pipe = child.stderr.take().expect("piped stderr");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        let out_pipe = child.stdout.take().expect("piped stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out_pipe).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-
-        let deadline = Instant::now() + START_TIMEOUT;
-        let ready = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.starts_with("kube-harness: ready ") => break line,
-                Ok(_) => continue,
-                Err(e) => {
-                    let _ = child.kill();
-                    let status = child.wait();
-                    // Let the stderr reader drain what the harness said last.
-                    std::thread::sleep(Duration::from_millis(200));
-                    panic!(
-                        "kube-harness did not get ready ({e}; exit: {status:?}); its stderr:\n{}",
-                        stderr.lock().unwrap()
-                    );
-                }
-            }
-        };
-        let field = |key: &str| {
-            ready
-                .split_whitespace()
-                .find_map(|f| f.strip_prefix(key))
-                .unwrap_or_else(|| panic!("no {key} in {ready:?}"))
-                .to_string()
-        };
-        let kubeconfig = PathBuf::from(field("kubeconfig="));
-        let server = field("server=");
+    /// The handle of a harness that is ready; `dir` is its `--dir`.
+    pub(crate) fn from_harness(spawned: Spawned, dir: PathBuf, stop_timeout: Duration) -> Kube {
+        let kubeconfig = PathBuf::from(spawned.field("kubeconfig"));
+        let server = spawned.field("server");
         let ca_pem = std::fs::read_to_string(dir.join("ca.crt")).expect("harness wrote ca.crt");
         Kube {
             kubeconfig,
@@ -174,8 +240,10 @@ impl Kube {
             ca_pem,
             apiserver_log: dir.join("kube-apiserver.log"),
             dir,
-            child: Mutex::new(Some((child, stdin))),
-            stderr,
+            child: Mutex::new(Some((spawned.child, spawned.stdin))),
+            stdout: Mutex::new(Some(spawned.stdout)),
+            stderr: spawned.stderr,
+            stop_timeout,
             counter: AtomicUsize::new(0),
         }
     }
@@ -212,7 +280,9 @@ impl Kube {
             apiserver_log: dir.join("no-apiserver-log"),
             dir,
             child: Mutex::new(None),
+            stdout: Mutex::new(None),
             stderr: Arc::new(Mutex::new(String::new())),
+            stop_timeout: STOP_TIMEOUT,
             counter: AtomicUsize::new(0),
         }
     }
@@ -403,17 +473,35 @@ spec:
 
     /// Stops the control plane and waits (bounded) for it to exit.
     pub fn stop(&self) {
-        let Some((mut child, stdin)) = self.child.lock().unwrap().take() else {
-            return;
-        };
+        self.stop_harness();
+    }
+
+    /// Closes the harness's stdin, waits for it to exit (killing it after
+    /// the stop time-out) and returns its exit status, the stdout lines it
+    /// printed after its ready line and its whole stderr; `None` when there
+    /// is no harness (an external cluster) or it was already stopped.
+    pub(crate) fn stop_harness(&self) -> Option<(std::process::ExitStatus, Vec<String>, String)> {
+        let (mut child, stdin) = self.child.lock().unwrap().take()?;
         drop(stdin);
-        let polled = wait_until(Instant::now() + STOP_TIMEOUT, || {
+        let status = match wait_until(Instant::now() + self.stop_timeout, || {
             child.try_wait().ok().flatten()
-        });
-        if polled.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
+        }) {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                child.wait().expect("wait for the killed harness")
+            }
+        };
+        // The reader thread ends at EOF, once the harness and its children
+        // (which inherit nothing of its stdout) are gone.
+        let mut lines = Vec::new();
+        if let Some(rx) = self.stdout.lock().unwrap().take() {
+            while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+                lines.push(line);
+            }
         }
+        let stderr = self.stderr.lock().unwrap().clone();
+        Some((status, lines, stderr))
     }
 }
 
@@ -421,6 +509,17 @@ impl Drop for Kube {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A folder path under the temp dir, unique in this process and not yet
+/// created: harnesses remove their `--dir` when they stop, so it must be fresh.
+pub fn fresh_dir(prefix: &str) -> PathBuf {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// The Node that [`Kube::ready_pod`] binds its pods to; no kubelet runs it.

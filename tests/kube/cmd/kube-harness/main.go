@@ -5,6 +5,11 @@
 //	   -> DIR/admin.kubeconfig, DIR/ca.crt, DIR/kube-apiserver.log
 //	   -> stdout: "kube-harness: ready kubeconfig=DIR/admin.kubeconfig server=https://127.0.0.1:PORT"
 //
+// With --node [--images DIR]... it also runs a real node (node.go: root,
+// containerd, kubelet, kube-proxy, scheduler, controller-manager, pods on
+// 198.18.16.0/20) and checks on stopping that the host is as it found it.
+// What follows describes the mode without --node.
+//
 // The ready line is printed only once /readyz answers ok. Everything stops
 // (apiserver, etcd, the data in a temp dir) on SIGTERM, SIGINT or when stdin
 // closes, so a test that drops its handle or dies leaves nothing behind; the
@@ -73,18 +78,42 @@ func main() {
 	dir := flag.String("dir", "", "directory for the kubeconfig, CA and logs (created; required)")
 	apiserver := flag.String("apiserver", "", "kube-apiserver binary (default: beside this binary)")
 	removeDir := flag.Bool("remove-dir", false, "remove --dir when stopping (for callers that cannot, e.g. a process-wide test fixture)")
+	node := flag.Bool("node", false, "also run a real node: containerd, kubelet, kube-proxy, scheduler, controller-manager (root; see node.go)")
+	var images []string
+	flag.Func("images", "with --node: a directory whose *.tar image archives are imported into containerd (repeatable)", func(s string) error {
+		images = append(images, s)
+		return nil
+	})
+	pause := flag.String("pause-image", "", "with --node: the sandbox image archive (default: ../images/pause.tar beside this binary)")
+	lockWait := flag.Duration("lock-wait", 10*time.Minute, "with --node: how long to wait for another node on this machine to stop")
 	flag.Parse()
 	if *dir == "" {
 		log.Fatal("--dir is required")
 	}
-	if *apiserver == "" {
-		self, err := os.Executable()
-		if err != nil {
-			log.Fatal(err)
-		}
-		*apiserver = filepath.Join(filepath.Dir(self), "kube-apiserver")
+	self, err := os.Executable()
+	if err != nil {
+		log.Fatal(err)
 	}
-	err := run(*dir, *apiserver)
+	binDir := filepath.Dir(self)
+	if *apiserver == "" {
+		*apiserver = filepath.Join(binDir, "kube-apiserver")
+	}
+	if *node {
+		if *pause == "" {
+			*pause = filepath.Join(binDir, "..", "images", "pause.tar")
+		}
+		err = runNode(*dir, nodeOptions{
+			binDir:    binDir,
+			apiserver: *apiserver,
+			images:    images,
+			pause:     *pause,
+			lockWait:  *lockWait,
+		})
+	} else if len(images) > 0 {
+		err = errors.New("--images needs --node")
+	} else {
+		err = run(*dir, *apiserver)
+	}
 	if *removeDir {
 		_ = os.RemoveAll(*dir)
 	}
@@ -122,7 +151,7 @@ func run(dir, apiserverBin string) error {
 	defer etcd.Close()
 
 	pki := filepath.Join(dir, "pki")
-	creds, err := writePKI(pki)
+	creds, err := writePKI(pki, loopbackSANs())
 	if err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}
@@ -233,11 +262,28 @@ type credentials struct {
 	caCert, servingCert, servingKey, saKey, tokenFile string
 	caPEM                                             []byte
 	adminToken                                        string
+	// The CA's certificate and key, to sign more (node mode).
+	ca    *x509.Certificate
+	caKey *ecdsa.PrivateKey
 }
 
-// writePKI makes a CA, a serving certificate it signs, the ServiceAccount
-// signing key and the admin token file.
-func writePKI(dir string) (*credentials, error) {
+// sans are the names a serving certificate carries.
+type sans struct {
+	ips []net.IP
+	dns []string
+}
+
+// loopbackSANs: the API server as this mode serves it, on loopback only.
+func loopbackSANs() sans {
+	return sans{
+		ips: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+		dns: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
+	}
+}
+
+// writePKI makes a CA, a serving certificate it signs for names, the
+// ServiceAccount signing key and the admin token file.
+func writePKI(dir string, names sans) (*credentials, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -274,8 +320,8 @@ func writePKI(dir string) (*credentials, error) {
 		NotAfter:     now.Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
-		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
+		IPAddresses:  names.ips,
+		DNSNames:     names.dns,
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
 	if err != nil {
@@ -297,6 +343,8 @@ func writePKI(dir string) (*credentials, error) {
 		saKey:       filepath.Join(dir, "sa.key"),
 		tokenFile:   filepath.Join(dir, "tokens.csv"),
 		adminToken:  hex.EncodeToString(tokenBytes),
+		ca:          ca,
+		caKey:       caKey,
 	}
 	c.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 	srvKeyDER, err := x509.MarshalECPrivateKey(srvKey)
