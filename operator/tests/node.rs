@@ -13,8 +13,11 @@
 //!   node.stop() -> teardown report: nothing left
 //! ```
 //! Needs root and the packages scripts/test installs; fails without them.
+//! The chart's own test on the node is in node/sluice_chart.rs.
 
 mod common;
+#[path = "node/sluice_chart.rs"]
+mod sluice_chart;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
