@@ -28,6 +28,7 @@
 //! `http1` (heads), `gate` (who may), `upload` and `download` (transfers).
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,7 +135,14 @@ async fn connection(
             let got = read_head(&mut stream, &mut buf, &app, first, &mut shutdown).await;
             first = false;
             match got {
-                HeadRead::Closed => return,
+                HeadRead::Closed => {
+                    // Idle between requests when the stop came: the last
+                    // response may still be queued.
+                    if *shutdown.borrow() {
+                        close_at_shutdown(stream, app.settings.shutdown_grace).await;
+                    }
+                    return;
+                }
                 HeadRead::TooLarge => {
                     let r = Reject::HeadTooLarge(app.settings.max_head);
                     write_reject(&mut stream, &mut scratch, &r, false, &[]).await;
@@ -179,15 +187,58 @@ async fn connection(
                         buf.advance(n);
                         serve_fast(&app, &mut stream, &mut scratch, peer, &req).await
                     };
-                    if !keep || *shutdown.borrow() {
+                    if *shutdown.borrow() {
+                        close_at_shutdown(stream, app.settings.shutdown_grace).await;
+                        return;
+                    }
+                    if !keep {
                         return;
                     }
                 }
             }
         }
     }
+    let held = stream.as_fd().try_clone_to_owned().ok();
     let io = TokioIo::new(Replay::new(buf.freeze(), stream));
-    serve_hyper(app, io, peer, watcher, Transport::Plain, None).await;
+    serve_hyper(app.clone(), io, peer, watcher, Transport::Plain, None).await;
+    if *shutdown.borrow() {
+        close_held_at_shutdown(held, app.settings.shutdown_grace).await;
+    }
+}
+
+/// Closes a connection that ends while the proxy stops without losing the
+/// end of its last response. Those bytes may still sit in the socket's send
+/// queue when the connection's task is done, and a process that exits then
+/// loses them if its network namespace goes with it: a pod's does, as soon
+/// as its containers have stopped, and the client is left waiting for bytes
+/// that never come (seen on the test node: a 256 MiB download whose last
+/// 2.5 MB were queued when the drain ended). So: FIN after the queued bytes,
+/// then wait, bounded, until the client has acknowledged them all (or has
+/// closed); what it sends meanwhile is dropped.
+async fn close_at_shutdown(mut stream: TcpStream, within: Duration) {
+    const POLL: Duration = Duration::from_millis(20);
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    let mut sink = [0u8; 4096];
+    while !matches!(zerocopy::unacked(&stream), Ok(0) | Err(_))
+        && tokio::time::Instant::now() < deadline
+    {
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(POLL, stream.read(&mut sink)).await {
+            return;
+        }
+    }
+}
+
+/// `close_at_shutdown` for a socket hyper had: the descriptor duplicated
+/// before hyper took it keeps the socket open past hyper's close.
+async fn close_held_at_shutdown(held: Option<std::os::fd::OwnedFd>, within: Duration) {
+    let Some(fd) = held else { return };
+    // The duplicate shares the original's O_NONBLOCK (one open file).
+    if let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(fd)) {
+        close_at_shutdown(stream, within).await;
+    }
 }
 
 /// A TLS connection: the handshake (bounded by the header timeout, given up
@@ -203,6 +254,7 @@ async fn tls_connection(
     app.metrics.connections_open.inc();
     let _open = OpenConn(app.clone());
     let _ = stream.set_nodelay(true);
+    let held = stream.as_fd().try_clone_to_owned().ok();
     let stream = tokio::select! {
         s = tls.accept(stream, peer) => match s {
             Some(s) => s,
@@ -216,7 +268,7 @@ async fn tls_connection(
         None => None,
     };
     serve_hyper(
-        app,
+        app.clone(),
         TokioIo::new(stream),
         peer,
         watcher,
@@ -224,6 +276,9 @@ async fn tls_connection(
         proto,
     )
     .await;
+    if *shutdown.borrow() {
+        close_held_at_shutdown(held, app.settings.shutdown_grace).await;
+    }
 }
 
 /// The protocol ALPN settled on.

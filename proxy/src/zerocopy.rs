@@ -8,8 +8,8 @@
 //!   POST:   the same for file data, once peeked at (`upload::form`)
 //! ```
 //! This is the one module that talks to the kernel's zero-copy calls. rustix
-//! wraps both safely; the one `unsafe` block sets SO_RCVLOWAT, which no safe
-//! wrapper offers.
+//! wraps both safely; the two `unsafe` blocks set SO_RCVLOWAT and read a
+//! socket's unacknowledged bytes (SIOCOUTQ), which no safe wrapper offers.
 //!
 //! The socket is non-blocking (tokio): we wait for writability, then let the
 //! kernel move as much as the socket buffer takes. A page-cache miss makes
@@ -370,6 +370,28 @@ fn set_rcvlowat(socket: &TcpStream, n: usize) -> io::Result<()> {
     };
     if r == 0 {
         Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Bytes of a socket's send queue the peer has not acknowledged yet (sent or
+/// not; a queued FIN counts one): 0 once the client has everything.
+pub fn unacked(socket: &TcpStream) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // rustix and socket2 have no SIOCOUTQ (TIOCOUTQ) getter, hence libc.
+    // SAFETY: the fd is an open socket borrowed for the whole call; the ioctl
+    // writes one c_int, and `n` is one that outlives the call.
+    let r = unsafe {
+        libc::ioctl(
+            socket.as_raw_fd(),
+            libc::TIOCOUTQ,
+            &mut n as *mut libc::c_int,
+        )
+    };
+    if r == 0 {
+        Ok(usize::try_from(n).unwrap_or(0))
     } else {
         Err(io::Error::last_os_error())
     }

@@ -512,10 +512,21 @@ stringData: {{accessKeyId: {S3_ACCESS}, secretAccessKey: {S3_SECRET}}}
     let done = t_download.elapsed();
     let mut code = String::new();
     std::io::Read::read_to_string(download.stdout.as_mut().unwrap(), &mut code).unwrap();
-    assert!(
-        status.success() && code.trim() == "200",
-        "the download completes: {status} {code}"
-    );
+    if !(status.success() && code.trim() == "200") {
+        let _ = follow.kill();
+        let _ = follow.wait();
+        let kubelet: Vec<String> = std::fs::read_to_string(node.log("kubelet"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(old.as_str()))
+            .map(str::to_string)
+            .collect();
+        panic!(
+            "the download from {old} did not complete ({status}, HTTP {code}) {done:?} after it started; {old} began terminating at {terminating:?}; its log:\n{}\nthe kubelet on {old}:\n{}",
+            logs.lock().unwrap(),
+            kubelet.join("\n")
+        );
+    }
     assert_eq!(
         sha256_of(&got),
         sha256_of(&big),
@@ -530,6 +541,10 @@ stringData: {{accessKeyId: {S3_ACCESS}, secretAccessKey: {S3_SECRET}}}
     );
     let _ = follow.wait();
     reader.join().unwrap();
+    println!(
+        "{old}'s container exited {:?} into the download (its log stream ended)",
+        t_download.elapsed()
+    );
     let old_log = logs.lock().unwrap().clone();
     let stop_at = old_log
         .find("shutdown requested")

@@ -337,6 +337,11 @@ impl Proxy {
         assert!(st.success(), "kill -TERM failed: {st}");
     }
 
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
     /// Waits for the process to exit on its own.
     pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
         let started = Instant::now();
