@@ -181,7 +181,8 @@ func run(dir, apiserverBin string) error {
 		"--service-account-key-file="+creds.saKey,
 		"--service-account-signing-key-file="+creds.saKey,
 		// Only allocates ClusterIPs for Service objects; nothing routes them.
-		"--service-cluster-ip-range=10.96.0.0/24",
+		// The benchmarking range, as on the node, never a private one.
+		"--service-cluster-ip-range=198.19.255.0/24",
 		// The kubernetes Service's endpoint would be a loopback address,
 		// which Endpoints refuse.
 		"--endpoint-reconciler-type=none",
