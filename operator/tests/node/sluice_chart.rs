@@ -445,6 +445,10 @@ stringData: {{accessKeyId: {S3_ACCESS}, secretAccessKey: {S3_SECRET}}}
         let per_pod = change_probe(&node, &engine, &proxies, limit, &probe);
         each.push(*per_pod.iter().max().unwrap());
     }
+    println!(
+        "each change, in order (ms): {:?}",
+        each.iter().map(Duration::as_millis).collect::<Vec<_>>()
+    );
     each.sort();
     println!(
         "policy apply to enforced in both pods, {CHANGES} changes: p50 {:?}, p99 {:?}, min {:?} (from the start of kubectl apply)",
