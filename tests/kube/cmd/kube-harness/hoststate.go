@@ -258,16 +258,11 @@ func unescapeMount(s string) string {
 }
 
 func cgroupHierarchies() []string {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
+	mounts, _ := readMounts()
 	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(l, " - ")
-		if !ok {
-			continue
-		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) >= 5 && len(g) >= 1 && (g[0] == "cgroup" || g[0] == "cgroup2") {
-			out = append(out, unescapeMount(f[4]))
+	for _, m := range mounts {
+		if m.fstype == "cgroup" || m.fstype == "cgroup2" {
+			out = append(out, m.point)
 		}
 	}
 	sort.Strings(out)
