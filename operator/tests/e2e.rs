@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::kube::{Kube, common_port, wait_until, workspace_root};
+use common::kube::{Kube, common_port, condition, wait_until, workspace_root};
 use serde_json::Value;
 
 const NS: &str = "sluice";
@@ -261,32 +261,12 @@ spec:
     )
 }
 
-fn cond<'a>(p: &'a Value, t: &str) -> Option<&'a Value> {
-    p["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == t)
-}
-
-/// The policy's status once it is Accepted and Programmed on both proxies for its current generation.
-fn programmed(kube: &Kube, name: &str) -> Option<Value> {
-    let out = kube.kubectl(&["get", "uploadpolicy", name, "-n", APPS, "-o", "json"]);
-    let p: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let generation = p["metadata"]["generation"].as_i64()?;
-    let ok = p["status"]["observedGeneration"].as_i64() == Some(generation)
-        && cond(&p, "Accepted")?["status"] == "True"
-        && cond(&p, "Programmed")?["status"] == "True"
-        && cond(&p, "Programmed")?["observedGeneration"].as_i64() == Some(generation)
-        && p["status"]["proxies"] == serde_json::json!({"ready": 2, "synced": 2});
-    ok.then_some(p)
-}
-
 fn accepted_reason(kube: &Kube, name: &str) -> Option<String> {
     let out = kube.kubectl(&["get", "uploadpolicy", name, "-n", APPS, "-o", "json"]);
     let p: Value = serde_json::from_slice(&out.stdout).ok()?;
     let generation = p["metadata"]["generation"].as_i64()?;
     (p["status"]["observedGeneration"].as_i64() == Some(generation))
-        .then(|| cond(&p, "Accepted"))
+        .then(|| condition(&p, "Accepted"))
         .flatten()
         .and_then(|c| c["reason"].as_str().map(str::to_string))
 }
@@ -383,7 +363,7 @@ fn the_chart_the_operator_and_two_proxies_on_a_real_api_server() {
         "files is Accepted and Programmed on 2/2",
         DEADLINE,
         SHOW,
-        || programmed(&kube, "files"),
+        || kube.policy_programmed(APPS, "files", 2),
     );
     let version = p["status"]["configVersion"]
         .as_str()
@@ -433,7 +413,8 @@ fn the_chart_the_operator_and_two_proxies_on_a_real_api_server() {
         enforced.map(|d| d.unwrap())
     );
     kube.wait_until("files generation 2 is Programmed", DEADLINE, SHOW, || {
-        programmed(&kube, "files").filter(|p| p["status"]["observedGeneration"] == 2)
+        kube.policy_programmed(APPS, "files", 2)
+            .filter(|p| p["status"]["observedGeneration"] == 2)
     });
 
     // Refused at apply time by the CRD's CEL rules.
@@ -458,7 +439,7 @@ fn the_chart_the_operator_and_two_proxies_on_a_real_api_server() {
         accepted_reason(&kube, "files-copy").filter(|r| r == "Conflicted")
     });
     assert!(
-        programmed(&kube, "files").is_some(),
+        kube.policy_programmed(APPS, "files", 2).is_some(),
         "files keeps its route"
     );
     for px in &proxies {
@@ -487,7 +468,10 @@ fn the_chart_the_operator_and_two_proxies_on_a_real_api_server() {
         "generation 3 is Programmed by the new leader",
         DEADLINE,
         SHOW,
-        || programmed(&kube, "files").filter(|p| p["status"]["observedGeneration"] == 3),
+        || {
+            kube.policy_programmed(APPS, "files", 2)
+                .filter(|p| p["status"]["observedGeneration"] == 3)
+        },
     );
 
     // The operator gone altogether: the proxies keep serving (fail-static)...
@@ -523,7 +507,10 @@ fn the_chart_the_operator_and_two_proxies_on_a_real_api_server() {
         "status converges under a restarted operator",
         DEADLINE,
         SHOW,
-        || programmed(&kube, "files").filter(|p| p["status"]["observedGeneration"] == 4),
+        || {
+            kube.policy_programmed(APPS, "files", 2)
+                .filter(|p| p["status"]["observedGeneration"] == 4)
+        },
     );
     for px in &proxies {
         assert_eq!(

@@ -175,6 +175,14 @@ pub(crate) fn spawn_harness(
     }
 }
 
+/// The status condition of `obj` of type `kind`.
+pub fn condition<'a>(obj: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+}
+
 /// `target/kube/bin`, where `tests/kube/build.sh` puts kube-apiserver,
 /// kubectl, kube-harness and helm.
 pub fn bin_dir() -> PathBuf {
@@ -309,13 +317,39 @@ impl Kube {
     /// Runs kubectl with another kubeconfig (e.g. from
     /// [`Kube::kubeconfig_for_token`]) and optional standard input.
     pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Output {
+        let mut cmd = self.kubectl_command(kubeconfig);
+        cmd.arg(format!("--request-timeout={REQUEST_TIMEOUT}"))
+            .args(args);
+        run(cmd, input)
+    }
+
+    /// A kubectl command with `kubeconfig`, not yet run and without a request
+    /// timeout: for the long-lived ones (`logs -f`) a test spawns itself.
+    pub fn kubectl_command(&self, kubeconfig: &Path) -> Command {
         let mut cmd = Command::new(bin("kubectl"));
         cmd.arg("--kubeconfig")
             .arg(kubeconfig)
-            .arg(format!("--request-timeout={REQUEST_TIMEOUT}"))
-            .args(args)
             .env("HOME", &self.dir);
-        run(cmd, input)
+        cmd
+    }
+
+    /// The UploadPolicy `ns/name` once Accepted, and Programmed on `proxies`
+    /// ready and synced proxies, for its current generation.
+    pub fn policy_programmed(
+        &self,
+        ns: &str,
+        name: &str,
+        proxies: u64,
+    ) -> Option<serde_json::Value> {
+        let out = self.kubectl(&["get", "uploadpolicy", name, "-n", ns, "-o", "json"]);
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let generation = p["metadata"]["generation"].as_i64()?;
+        let ok = p["status"]["observedGeneration"].as_i64() == Some(generation)
+            && condition(&p, "Accepted")?["status"] == "True"
+            && condition(&p, "Programmed")?["status"] == "True"
+            && condition(&p, "Programmed")?["observedGeneration"].as_i64() == Some(generation)
+            && p["status"]["proxies"] == serde_json::json!({"ready": proxies, "synced": proxies});
+        ok.then_some(p)
     }
 
     /// Runs kubectl as admin; panics with its output unless it succeeds.

@@ -163,26 +163,6 @@ fn all_pods(node: &Node, selector: &str) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
-fn cond<'a>(p: &'a Value, t: &str) -> Option<&'a Value> {
-    p["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == t)
-}
-
-/// The policy once Accepted and Programmed on both proxies for its generation.
-fn programmed(node: &Node, name: &str) -> Option<Value> {
-    let out = node.kubectl(&["get", "uploadpolicy", name, "-n", APPS, "-o", "json"]);
-    let p: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let generation = p["metadata"]["generation"].as_i64()?;
-    let ok = p["status"]["observedGeneration"].as_i64() == Some(generation)
-        && cond(&p, "Accepted")?["status"] == "True"
-        && cond(&p, "Programmed")?["status"] == "True"
-        && cond(&p, "Programmed")?["observedGeneration"].as_i64() == Some(generation)
-        && p["status"]["proxies"] == serde_json::json!({"ready": 2, "synced": 2});
-    ok.then_some(p)
-}
-
 /// curl with `args`, the body written to `to`; the HTTP status (0 when curl
 /// failed).
 fn curl_to(to: &Path, args: &[&str]) -> u16 {
@@ -403,7 +383,7 @@ stringData: {{accessKeyId: {S3_ACCESS}, secretAccessKey: {S3_SECRET}}}
             &format!("{name} is Programmed on 2/2"),
             DEADLINE,
             SHOW,
-            || programmed(&node, name),
+            || node.policy_programmed(APPS, name, 2),
         );
     }
 
@@ -466,9 +446,8 @@ stringData: {{accessKeyId: {S3_ACCESS}, secretAccessKey: {S3_SECRET}}}
         201
     );
     let logs = Arc::new(Mutex::new(String::new()));
-    let mut follow = Command::new(crate::common::kube::bin("kubectl"))
-        .arg("--kubeconfig")
-        .arg(&node.kubeconfig)
+    let mut follow = node
+        .kubectl_command(&node.kubeconfig)
         .args(["logs", "-f", "-n", NS, &old])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -577,7 +556,7 @@ stringData: {{accessKeyId: {S3_ACCESS}, secretAccessKey: {S3_SECRET}}}
         "files is Programmed on the new pods",
         DEADLINE,
         SHOW,
-        || programmed(&node, "files"),
+        || node.policy_programmed(APPS, "files", 2),
     );
 
     // The operator pod deleted while uploads run through the Service.
